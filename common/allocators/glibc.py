@@ -1,0 +1,788 @@
+"""glibc ptmalloc walker: every arena, heap, chunk and freelist, checked as glibc would.
+
+Flow (one pass, bulk reads only):
+1. roots (glibc_locate): main_arena, mp_, layout, TLS slots;
+2. arenas: the main_arena.next ring, each malloc_state read once;
+3. chunk walk of every heap segment in 8 MiB windows (a tight loop over the size fields of a
+   memoryview; the first four words of every chunk are gathered with numpy);
+4. freelists: each thread's tcache, fastbins, unsorted/small/large bins, read through the
+   walked table (or the page cache for links that leave it), with glibc's own link checks;
+5. resync: a walk stopped by a smashed size resumes at the next chunk a freelist vouches for;
+6. classification and cross-checks: a chunk in two freelists is a double free; boundary tags
+   (PREV_INUSE, prev_size), arena bits and sizes are checked vectorised;
+7. mmapped chunks found by structure in anonymous mappings, counted against mp_.n_mmaps.
+Nothing read from the heap is trusted: every loop is bounded by the bytes it walks.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..heapindex import (ALLOCATED, CACHED, FREE, MMAPPED, TOP, Arena, FreeList, HeapIndex)
+from ..memcache import CachedReader
+from ..report import Finding
+from ..snapshot import HeapSnapshot
+from ..target import ReadError, Region, Target, region_index
+from . import glibc_layout as L
+from .glibc_locate import GlibcRoots, choose_tls_slot, locate
+
+WINDOW = 8 << 20            # bytes of heap parsed per bulk read
+MAX_PER_CHECK = 25          # findings of one rule before they are summarised
+MAX_ARENAS = 1024
+
+_BINNED = ("unsorted", "smallbin", "largebin")
+
+
+def walk(target: Target, reader: Optional[CachedReader] = None) -> HeapSnapshot:
+    reader = reader or CachedReader(target)
+    return _Walker(target, reader, locate(target, reader)).run()
+
+
+class _Seg:
+    __slots__ = ("lo", "hi", "arena", "top", "fencepost_ok")
+
+    def __init__(self, lo, hi, arena, top, fencepost_ok):
+        self.lo, self.hi, self.arena, self.top, self.fencepost_ok = lo, hi, arena, top, fencepost_ok
+
+
+class _Walker:
+    def __init__(self, target: Target, reader: CachedReader, roots: GlibcRoots):
+        self.t, self.r, self.roots, self.lay = target, reader, roots, roots.layout
+        self.regions: List[Region] = target.regions()
+        self.region_of = region_index(self.regions)
+        self.threads = target.threads()
+        self.findings: List[Finding] = []
+        self.per_check: Counter = Counter()
+        self.notes: List[str] = list(roots.notes)
+        self.lists: List[FreeList] = []
+        self.arenas: List[Arena] = []
+        self.arena_raw: List[bytes] = []
+        self.segs: List[_Seg] = []
+        self.parts: List[tuple] = []      # (starts, w0, w1, w2, w3, arena) numpy arrays
+        self.gaps: List[tuple] = []       # (start, end, seg) not parsed yet
+        self.members: List[tuple] = []    # (chunk, list id, position)
+        self.unwalked: List[tuple] = []
+
+    # --- findings ----------------------------------------------------------------------------
+    def find(self, kind, severity, chunk_addr, message, evidence=(), check="", state=None):
+        self.per_check[check] += 1
+        if self.per_check[check] > MAX_PER_CHECK:
+            return
+        chunk = None
+        if chunk_addr is not None:
+            i = self._idx(chunk_addr)
+            size = int(self.S1[i]) & ~L.SIZE_BITS if i is not None and hasattr(self, "S1") else None
+            chunk = {"start": chunk_addr, "size": size, "state": state}
+        addr = chunk_addr + L.CHUNK_HDR_SZ if chunk_addr is not None else None
+        self.findings.append(Finding(kind, severity, addr, message, list(evidence), chunk, None, check))
+
+    def corrupt(self, chunk_addr, message, evidence=(), check="", severity="critical", state=None):
+        self.find("metadata-corruption", severity, chunk_addr, message, evidence, check, state)
+
+    # --- run ---------------------------------------------------------------------------------
+    def run(self) -> HeapSnapshot:
+        t0 = time.perf_counter()
+        self._read_mp()
+        self._read_arenas()
+        for a in self.arenas:
+            self._segments(a)
+        for seg in self.segs:
+            self._walk_seg(seg, seg.lo)
+        self._build_table()
+        t_walk = time.perf_counter()
+        self._tls()
+        self._tcaches()
+        for a, raw in zip(self.arenas, self.arena_raw):
+            self._fastbins(a, raw)
+            self._bins(a, raw)
+        self._resync()
+        self._validate_members()
+        state, where, recency = self._classify()
+        self._boundary_checks(state, where)
+        mm = self._mmapped()
+        index = self._index(state, where, recency, mm)
+        t_end = time.perf_counter()
+        for check, n in self.per_check.items():
+            if n > MAX_PER_CHECK:
+                self.findings.append(Finding("metadata-corruption", "warning", None,
+                                             f"{n - MAX_PER_CHECK} more findings of check '{check}' not listed",
+                                             [], None, None, check))
+        meta = {"glibc_version": self.lay.version_str, "layout": self.lay.source,
+                "found_by": dict(self.roots.how), "main_arena": self.roots.main_arena,
+                "mp_": self.roots.mp, "libc": self.roots.libc.path,
+                "walk_seconds": round(t_walk - t0, 4), "total_seconds": round(t_end - t0, 4),
+                "bytes_walked": sum(s.hi - s.lo for s in self.segs),
+                "mmapped_expected": self.n_mmaps}
+        snap = HeapSnapshot("glibc", index, self.lists, self.arenas, self.findings, self.threads,
+                            self.notes, meta, self.tcache_of, self.thread_arena, self.unwalked)
+        return snap
+
+    # --- roots -------------------------------------------------------------------------------
+    def _read_mp(self):
+        lay, mp = self.lay, self.roots.mp
+        self.sbrk_base = self.n_mmaps = self.tcache_count = None
+        if mp is None:
+            return
+        try:
+            raw = self.r.read(mp, lay.mp_size)
+        except ReadError:
+            self.notes.append(f"mp_ at {mp:#x} is unreadable")
+            return
+        u = lambda off: int.from_bytes(raw[off:off + 8], "little")
+        self.sbrk_base = u(lay.mp_sbrk_base)
+        self.n_mmaps = int.from_bytes(raw[lay.mp_n_mmaps:lay.mp_n_mmaps + 4], "little", signed=True)
+        self.tcache_count = u(lay.mp_tcache_count)
+        self.mmapped_mem = u(lay.mp_mmapped_mem)
+
+    def _read_arenas(self):
+        lay, main = self.lay, self.roots.main_arena
+        addr, seen = main, set()
+        while len(self.arenas) < MAX_ARENAS:
+            try:
+                raw = self.r.read(addr, lay.ms_size)
+            except ReadError:
+                self.corrupt(None, f"arena list: arena at {addr:#x} is unreadable; later arenas are not walked",
+                             [f"previous arena's next field = {addr:#x}"], "arena-list")
+                break
+            seen.add(addr)
+            n = len(self.arenas)
+            self.arenas.append(Arena(n, addr, "main_arena" if n == 0 else f"arena {n} ({addr:#x})",
+                                     system_mem=_u64(raw, lay.ms_system_mem)))
+            self.arena_raw.append(raw)
+            nxt = _u64(raw, lay.ms_next)
+            if nxt == main:
+                break
+            bad = None
+            if nxt in seen:
+                bad = "loops back to an arena already seen"
+            elif nxt & 0xF or not nxt:
+                bad = "is not an arena address"
+            else:
+                from .glibc_locate import _looks_like_arena
+                if not _looks_like_arena(self.r, nxt, lay):
+                    bad = "does not point at an arena"
+            if bad:
+                self.corrupt(None, f"arena list corrupt: next of {self.arenas[-1].name} = {nxt:#x} {bad}",
+                             ["glibc walks this ring in arena_get2/reused_arena"], "arena-list")
+                break
+            addr = nxt
+
+    def _segments(self, a: Arena):
+        lay, raw = self.lay, self.arena_raw[a.number]
+        top = _u64(raw, lay.ms_top)
+        a.top = top
+        if top == 0:
+            return                                 # malloc never used this arena
+        if top & 0xF:
+            self.corrupt(None, f"{a.name}: top pointer {top:#x} is misaligned", [], "top")
+            return
+        if a.number == 0:
+            reg = self.region_of(top)
+            if reg is None:
+                self.corrupt(None, f"main_arena.top = {top:#x} is not in any mapping", [], "top")
+                return
+            lo = None
+            if self.sbrk_base:
+                lo = self.sbrk_base + ((16 - ((self.sbrk_base + 16) & 15)) & 15)
+                if not reg.contains(lo):           # non-contiguous main arena: walk the first piece too
+                    r0 = self.region_of(lo)
+                    if r0 is not None:
+                        self._add_seg(lo, r0.end, a, None, True)
+                    lo = None
+            if lo is None:
+                lo = reg.start
+            self._add_seg(lo, reg.end, a, top, False)
+            return
+        mask = ~(lay.heap_max_size - 1)
+        h, chain, seen = top & mask, [], set()
+        while h and len(chain) < 4096 and h not in seen:
+            seen.add(h)
+            try:
+                ar_ptr, prev, size = self.r.words(h, 3)
+            except ReadError:
+                self.corrupt(None, f"{a.name}: heap_info at {h:#x} unreadable", [], "heap-info")
+                break
+            if ar_ptr != a.address or size > lay.heap_max_size or size < 4096:
+                self.corrupt(None, f"{a.name}: heap_info at {h:#x} is corrupt (ar_ptr {ar_ptr:#x}, "
+                             f"size {size:#x})", [f"heaps of an arena are chained by heap_info.prev"],
+                             "heap-info")
+                break
+            chain.append((h, size))
+            if h == a.address & mask:
+                break
+            h = prev & mask if prev else 0
+        for h, size in reversed(chain):
+            first = a.address + lay.ms_size if h == a.address & mask else h + lay.hi_sizeof
+            lo = (first + 15) & ~15
+            reg = self.region_of(lo)
+            hi = h + size
+            if reg is not None:
+                hi = min(hi, reg.end)
+            is_top_heap = h == top & mask
+            self._add_seg(lo, hi, a, top if is_top_heap else None, not is_top_heap)
+
+    def _add_seg(self, lo, hi, a, top, fencepost_ok):
+        if hi > lo:
+            seg = _Seg(lo, hi, a.number, top, fencepost_ok)
+            self.segs.append(seg)
+            a.segments.append((lo, hi))
+
+    # --- the chunk walk ----------------------------------------------------------------------
+    def _walk_seg(self, seg: _Seg, lo: int) -> None:
+        """Walk chunks from lo to seg.hi; records parts and, on a bad size, a gap."""
+        hi, top = seg.hi, seg.top
+        pos = lo
+        last = None
+        while pos < hi:
+            wend = min(hi, pos + WINDOW)
+            rend = min(hi, wend + 64)
+            try:
+                buf = self.t.read(pos, rend - pos)
+            except ReadError:
+                self.unwalked.append((pos, hi))
+                self.notes.append(f"heap bytes {pos:#x}-{hi:#x} are not in the snapshot "
+                                  f"(truncated core?); chunks there are not reported")
+                return
+            q = memoryview(buf).cast("Q")
+            nq = len(q)
+            lim = (wend - pos) >> 3
+            total = (hi - pos) >> 3
+            topi = (top - pos) >> 3 if top is not None and pos <= top < wend else -1
+            offs: List[int] = []
+            app = offs.append
+            i = 0
+            stop = None
+            while i < lim:                                  # the hot loop: keep it bare
+                if i == topi:
+                    stop = "top"
+                    break
+                s = q[i + 1] & -8
+                if s < 32 or s & 15 or i + (s >> 3) > total:
+                    stop = "bad"
+                    break
+                app(i)
+                i += s >> 3
+            if offs:
+                idx = np.array(offs, dtype=np.int64)
+                arr = np.frombuffer(buf, dtype="<u8", count=nq)
+                starts = np.uint64(pos) + idx.astype(np.uint64) * np.uint64(8)
+                self.parts.append((starts, arr[idx], arr[idx + 1], arr[idx + 2], arr[idx + 3],
+                                   np.full(len(idx), seg.arena, dtype=np.int16)))
+                last = int(starts[-1])
+            here = pos + 8 * i
+            if stop == "top":
+                self._top(seg, here)
+                return
+            if stop == "bad":
+                sw = q[i + 1]
+                if (sw & -8) == 16 and seg.fencepost_ok and i + 3 < nq and (q[i + 3] & -8) == 0:
+                    return                                   # fencepost pair closing a heap
+                self._bad_size(seg, here, sw, last)
+                return
+            pos = here
+        if top is not None and top >= lo:
+            self.corrupt(None, f"{self.arenas[seg.arena].name}: the chunk walk from {lo:#x} ran past the top "
+                         f"chunk {top:#x} without landing on it", ["a chunk size before top is wrong"], "top")
+
+    def _bad_size(self, seg, here, sw, last):
+        s = sw & ~L.SIZE_BITS
+        why = ("is smaller than the minimum chunk (0x20)" if s < L.MINSIZE else
+               "is not a multiple of 16" if s & 15 else
+               f"runs past the end of the heap segment ({seg.hi:#x})")
+        ev = [f"size field at {here + 8:#x} = {sw:#x}"]
+        if last is not None:
+            ev.append(f"previous chunk {last:#x} ends here: an overflow out of it is the likely cause")
+        ev.append("glibc aborts with 'free(): invalid size' or 'malloc(): invalid size' when it meets it")
+        self.corrupt(here, f"chunk {here:#x} has a corrupt size field {sw:#x}: it {why}", ev, "chunk-size",
+                     state="unknown")
+        self.gaps.append((here, seg.hi, seg))
+
+    def _top(self, seg, top):
+        lay, a = self.lay, self.arenas[seg.arena]
+        try:
+            sw = self.r.u64(top + 8)
+        except ReadError:
+            return
+        s = sw & ~L.SIZE_BITS
+        a.top_size = s
+        self.parts.append((np.array([top], dtype=np.uint64), np.array([0], dtype=np.uint64),
+                           np.array([sw], dtype=np.uint64), np.zeros(1, np.uint64), np.zeros(1, np.uint64),
+                           np.array([seg.arena], dtype=np.int16)))
+        self._top_addrs = getattr(self, "_top_addrs", set()) | {top}
+        end = top + s
+        expect = None
+        if seg.arena == 0 and self.sbrk_base and a.system_mem and seg.lo - self.sbrk_base < 16:
+            expect = self.sbrk_base + a.system_mem
+        elif seg.arena != 0:
+            expect = seg.hi
+        ev = [f"top chunk {top:#x} size field {sw:#x}"]
+        if s < L.MINSIZE or s & 15:
+            self.corrupt(top, f"{a.name}: top chunk size {sw:#x} is invalid", ev, "top")
+        elif s > a.system_mem > 0 or (expect is not None and end != expect) or end > seg.hi:
+            ev.append(f"the top chunk should end at {expect:#x}" if expect else f"segment ends at {seg.hi:#x}")
+            ev.append("glibc aborts with 'malloc(): corrupted top size' when it uses it")
+            self.corrupt(top, f"{a.name}: corrupted top size {s:#x} (ends at {end:#x})", ev, "top")
+
+    def _build_table(self):
+        if self.parts:
+            cols = list(zip(*self.parts))
+            S, W0, W1, W2, W3, A = (np.concatenate(c) for c in cols)
+            order = np.argsort(S, kind="stable")
+            self.S, self.S0, self.S1, self.S2, self.S3, self.SA = (x[order] for x in (S, W0, W1, W2, W3, A))
+        else:
+            e = np.zeros(0, dtype=np.uint64)
+            self.S, self.S0, self.S1, self.S2, self.S3 = e, e, e, e, e
+            self.SA = np.zeros(0, dtype=np.int16)
+        self.pos_of: Dict[int, int] = dict(zip(self.S.tolist(), range(len(self.S))))
+        self.top_addrs = getattr(self, "_top_addrs", set())
+
+    def _idx(self, chunk: int) -> Optional[int]:
+        return self.pos_of.get(chunk)
+
+    def _node(self, chunk: int) -> Tuple[int, int, int]:
+        """(size word, fd, bk) of a chunk: from the walked table, else read (may raise)."""
+        i = self.pos_of.get(chunk)
+        if i is not None:
+            return int(self.S1[i]), int(self.S2[i]), int(self.S3[i])
+        _, sw, fd, bk = self.r.words(chunk, 4)
+        return sw, fd, bk
+
+    def _arena_of_addr(self, addr: int) -> Optional[int]:
+        for s in self.segs:
+            if s.lo <= addr < s.hi:
+                return s.arena
+        return None
+
+    # --- thread-local roots ------------------------------------------------------------------
+    def _tls(self):
+        self.tcache_of: Dict[int, int] = {}
+        self.thread_arena: Dict[int, int] = {}
+        lay, libc = self.lay, self.roots.libc
+        if not any(t.fs_base for t in self.threads):
+            self.notes.append("the debugger gives no thread pointers (fs_base): thread caches (tcache) "
+                              "cannot be located, so cached chunks show as allocated")
+            return
+
+        def is_tcache(v):
+            i = self.pos_of.get(v - L.CHUNK_HDR_SZ)
+            return i is not None and int(self.S1[i]) & ~L.SIZE_BITS == lay.tcache_chunk_size
+
+        tp, hits = choose_tls_slot(self.t, self.r, libc, self.threads, is_tcache)
+        self.roots.tcache_tpoff = tp
+        if tp is None:
+            self.notes.append("no thread's tcache could be located (libc's TLS slots not found)")
+            return
+        self.roots.how["tcache"] = f"TLS slot fs_base{tp:+#x} (libc's TPOFF64 GOT entry, validated on {hits} thread(s))"
+        for t in self.threads:
+            if t.fs_base:
+                v = self.r.try_u64(t.fs_base + tp)
+                if v and is_tcache(v):
+                    self.tcache_of[t.num] = v
+        arena_addrs = {a.address: a.number for a in self.arenas}
+        ta, _ = choose_tls_slot(self.t, self.r, libc, self.threads, lambda v: v in arena_addrs)
+        if ta is not None:
+            self.roots.thread_arena_tpoff = ta
+            for t in self.threads:
+                v = self.r.try_u64(t.fs_base + ta) if t.fs_base else None
+                if v in arena_addrs:
+                    self.thread_arena[t.num] = arena_addrs[v]
+                    self.arenas[arena_addrs[v]].threads.append(t.num)
+
+    # --- freelists -----------------------------------------------------------------------------
+    def _new_list(self, **kw) -> int:
+        self.lists.append(FreeList(**kw))
+        return len(self.lists) - 1
+
+    def _tcaches(self):
+        lay = self.lay
+        cs = lay.tcache_count_size
+        key = self.roots.tcache_key
+        per_list = []
+        for t in self.threads:
+            tc = self.tcache_of.get(t.num)
+            if not tc:
+                continue
+            try:
+                raw = self.r.read(tc, lay.tcache_struct_size)
+            except ReadError:
+                continue
+            counts = np.frombuffer(raw, dtype="<u2" if cs == 2 else "u1", count=L.TCACHE_MAX_BINS)
+            heads = np.frombuffer(raw, dtype="<u8", count=L.TCACHE_MAX_BINS, offset=L.TCACHE_MAX_BINS * cs)
+            for b in np.nonzero((counts != 0) | (heads != 0))[0]:
+                b = int(b)
+                csize = L.MINSIZE + b * L.MALLOC_ALIGNMENT
+                lid = self._new_list(kind="tcache", index=b, name=f"tcache[{b}] ({csize:#x}) of thread {t.num}",
+                                     arena=self.thread_arena.get(t.num), thread=t.num, tid=t.tid)
+                per_list.append((lid, int(heads[b]), int(counts[b]), csize, t))
+        keys = Counter()
+        entries = []
+        for lid, head, count, csize, t in per_list:
+            ents = self._walk_tcache_bin(lid, head, count, csize, t)
+            entries += ents
+            keys.update(k for _, k in ents)
+        if key is None and keys:
+            key, n = keys.most_common(1)[0]
+            if n < 2 and len(keys) > 1:
+                key = None
+        if key is None or not lay.random_tcache_key:
+            return
+        for chunk, k in entries:
+            if k != key:
+                self.corrupt(chunk, f"tcache entry {chunk + 16:#x} has its key overwritten ({k:#x})",
+                             [f"every tcache entry's key field ({chunk + 24:#x}) holds tcache_key {key:#x}",
+                              "a write through a pointer after free() is the likely cause",
+                              "glibc's tcache double-free check relies on this key"],
+                             "tcache-key", severity="warning", state="cached")
+
+    def _walk_tcache_bin(self, lid, head, count, csize, t):
+        lay, name = self.lay, self.lists[lid].name
+        e, pos, seen, out = head, 0, set(), []
+        bound = max(count, self.tcache_count or 7, 7) * 2 + 16
+        prev = None
+        while e and pos < bound:
+            chunk = e - L.CHUNK_HDR_SZ
+            where = f"{name}, position {pos}"
+            if e & 15:
+                self.corrupt(prev, f"{name}: link to misaligned address {e:#x} after {pos} entries",
+                             [where, "glibc aborts with 'malloc(): unaligned tcache chunk detected'"],
+                             "tcache-link", state="cached")
+                break
+            if chunk in seen:
+                self.members.append((chunk, lid, pos))
+                break                          # a cycle: the duplicate is reported as double free
+            seen.add(chunk)
+            try:
+                sw, fd, bk = self._node(chunk)
+            except ReadError:
+                self.corrupt(prev, f"{name}: link to unreadable address {e:#x} after {pos} entries",
+                             [where], "tcache-link", state="cached")
+                break
+            self.members.append((chunk, lid, pos))
+            out.append((chunk, bk))
+            prev = chunk
+            e = L.reveal(e, fd) if lay.safe_linking else fd
+            pos += 1
+        else:
+            if pos != count:
+                self.corrupt(None, f"{name}: counts[] says {count} entries but the chain has {pos}",
+                             ["glibc trusts counts[] and would follow or lose entries: "
+                              "'malloc(): unaligned tcache chunk detected' or a wild pointer follows"],
+                             "tcache-count")
+        if e and pos >= bound:
+            self.corrupt(None, f"{name}: chain longer than {bound} entries (count {count})",
+                         [], "tcache-count")
+        return out
+
+    def _fastbins(self, a: Arena, raw: bytes):
+        lay = self.lay
+        heads = np.frombuffer(raw, dtype="<u8", count=L.NFASTBINS, offset=lay.ms_fastbins)
+        for b in np.nonzero(heads)[0]:
+            b = int(b)
+            csize = (b + 2) << 4
+            lid = self._new_list(kind="fastbin", index=b, name=f"fastbin[{b}] ({csize:#x}) of {a.name}",
+                                 arena=a.number)
+            p, pos, seen, prev = int(heads[b]), 0, set(), None
+            bound = len(self.S) + 1
+            while p and pos < bound:
+                where = f"{self.lists[lid].name}, position {pos}"
+                if p & 15:
+                    self.corrupt(prev, f"{self.lists[lid].name}: link to misaligned chunk {p:#x}",
+                                 [where, "glibc aborts with 'malloc(): unaligned fastbin chunk detected'"],
+                                 "fastbin-link", state="free")
+                    break
+                if p in seen:
+                    self.members.append((p, lid, pos))
+                    break
+                seen.add(p)
+                try:
+                    sw, fd, bk = self._node(p)
+                except ReadError:
+                    self.corrupt(prev, f"{self.lists[lid].name}: link to unreadable address {p:#x}",
+                                 [where], "fastbin-link", state="free")
+                    break
+                self.members.append((p, lid, pos))
+                prev = p
+                p = L.reveal(p + 16, fd) if lay.safe_linking else fd
+                pos += 1
+
+    def _bins(self, a: Arena, raw: bytes):
+        lay = self.lay
+        bins = np.frombuffer(raw, dtype="<u8", count=254, offset=lay.ms_bins)
+        bound = len(self.S) + 1
+        for i in range(1, L.NBINS):
+            fd0, bk0 = int(bins[2 * (i - 1)]), int(bins[2 * (i - 1) + 1])
+            b = a.address + lay.ms_bins + (i - 1) * 16 - 16
+            if fd0 == b and bk0 == b:
+                continue
+            kind = "unsorted" if i == 1 else "smallbin" if i < L.NSMALLBINS else "largebin"
+            csize = i << 4 if kind == "smallbin" else None
+            nm = L.bin_name(i) + (f" ({csize:#x})" if csize else "") + f" of {a.name}"
+            lid = self._new_list(kind=kind, index=i, name=nm, arena=a.number)
+            if (fd0 == b) != (bk0 == b):
+                self.corrupt(None, f"{nm}: head fd {fd0:#x} / bk {bk0:#x} disagree about emptiness",
+                             ["glibc aborts with 'corrupted double-linked list'"], "bin-link")
+            p, prev, pos, seen, last_size = fd0, b, 0, set(), None
+            while p != b and pos < bound:
+                where = f"{nm}, position {pos}"
+                prev_desc = f"chunk {prev:#x}" if prev != b else "the bin head"
+                if p & 15 or not p:
+                    self.corrupt(prev if prev != b else None, f"{nm}: fd of {prev_desc} is {p:#x}, not a chunk",
+                                 [where, "glibc aborts with 'malloc(): smallbin double linked list corrupted' "
+                                  "or 'unsorted double linked list corrupted'"], "bin-link", state="free")
+                    break
+                if p in seen:
+                    self.members.append((p, lid, pos))
+                    self.corrupt(p, f"{nm}: the list loops back to {p:#x} without returning to the bin head",
+                                 [where], "bin-link", state="free")
+                    break
+                seen.add(p)
+                try:
+                    sw, fd, bk = self._node(p)
+                except ReadError:
+                    self.corrupt(prev if prev != b else None, f"{nm}: fd of {prev_desc} is {p:#x}, "
+                                 "which is unreadable", [where], "bin-link", state="free")
+                    break
+                if bk != prev:
+                    self.corrupt(p, f"{nm}: corrupted double-linked list: chunk {p:#x} has bk {bk:#x}, "
+                                 f"expected {prev:#x}", [where, "fd->bk must point back (glibc: "
+                                 "'corrupted double-linked list')"], "bin-link", state="free")
+                s = sw & ~L.SIZE_BITS
+                if kind == "largebin" and last_size is not None and s > last_size:
+                    self.corrupt(p, f"{nm}: chunk {p:#x} (size {s:#x}) breaks the bin's descending size order",
+                                 [where, "glibc keeps large bins sorted by size"], "bin-order",
+                                 severity="warning", state="free")
+                last_size = s
+                self.members.append((p, lid, pos))
+                prev, p = p, fd
+                pos += 1
+            else:
+                if pos and bk0 != prev:
+                    self.corrupt(None, f"{nm}: bin's bk {bk0:#x} is not its last chunk {prev:#x}",
+                                 ["glibc takes chunks from the bk end"], "bin-link")
+
+    # --- resync after a smashed size -------------------------------------------------------------
+    def _resync(self):
+        rounds = 0
+        while self.gaps and rounds < 10000:
+            rounds += 1
+            gaps, self.gaps = self.gaps, []
+            anchors = sorted({c for c, _, _ in self.members} | self.top_addrs)
+            grew = False
+            for lo, hi, seg in gaps:
+                cand = [c for c in anchors if lo < c < hi and c not in self.pos_of]
+                if seg.top is not None and lo < seg.top < hi and seg.top not in self.pos_of:
+                    cand.append(seg.top)
+                resume = None
+                for c in sorted(cand):
+                    try:
+                        sw = self.r.u64(c + 8)
+                    except ReadError:
+                        continue
+                    s = sw & ~L.SIZE_BITS
+                    if s >= L.MINSIZE and not s & 15 and c + s <= hi or c == seg.top:
+                        resume = c
+                        break
+                if resume is None:
+                    self.unwalked.append((lo, hi))
+                    self.notes.append(f"heap bytes {lo:#x}-{hi:#x} ({hi - lo} bytes) could not be walked "
+                                      "after a corrupt chunk; no freelist entry there to resume from")
+                    continue
+                self.unwalked.append((lo, resume))
+                self.notes.append(f"chunk walk resumed at {resume:#x} (a chunk a freelist or top vouches "
+                                  f"for); {resume - lo} bytes from {lo:#x} were skipped")
+                n_before = len(self.parts)
+                self._walk_seg(seg, resume) if resume != seg.top else self._top(seg, resume)
+                grew |= len(self.parts) > n_before
+            if grew:
+                self._build_table()
+
+    def _validate_members(self):
+        """Each freelist entry must be a walked chunk of the right size class and arena."""
+        keep = []
+        S = self.S
+        for chunk, lid, pos in self.members:
+            fl = self.lists[lid]
+            where = f"{fl.name}, position {pos}"
+            i = self.pos_of.get(chunk)
+            if i is None:
+                j = int(np.searchsorted(S, np.uint64(chunk), side="right")) - 1
+                inside = j >= 0 and chunk < int(S[j]) + (int(self.S1[j]) & ~L.SIZE_BITS)
+                if inside:
+                    host = int(S[j])
+                    self.corrupt(host, f"freelist entry {chunk:#x} lies inside chunk {host:#x} "
+                                 f"(size {int(self.S1[j]) & ~L.SIZE_BITS:#x}): a size field or a link is corrupt",
+                                 [where, "overlapping chunks: either the host's size was enlarged by an "
+                                  "overflow or the link was overwritten"], "overlap")
+                elif self._arena_of_addr(chunk) is None:
+                    self.corrupt(None, f"{fl.name}: entry {chunk + 16:#x} is outside every heap",
+                                 [where, "a freelist link was overwritten (use-after-free write or overflow)"],
+                                 "freelist-entry")
+                else:
+                    self.corrupt(None, f"{fl.name}: entry {chunk + 16:#x} is not a chunk boundary",
+                                 [where], "freelist-entry")
+                continue
+            sw = int(self.S1[i])
+            s = sw & ~L.SIZE_BITS
+            if chunk in self.top_addrs:
+                self.corrupt(chunk, f"the top chunk {chunk:#x} is in {fl.name}", [where], "freelist-entry")
+                continue
+            bad = None
+            if fl.kind == "tcache" and L.tcache_index(s) != fl.index:
+                bad = f"size {s:#x} belongs in tcache[{L.tcache_index(s)}]"
+            elif fl.kind == "fastbin" and L.fastbin_index(s) != fl.index:
+                bad = f"size {s:#x} does not belong in this fastbin (glibc: 'malloc(): memory corruption (fast)')"
+            elif fl.kind in ("smallbin", "largebin") and L.bin_index(s) != fl.index:
+                bad = f"size {s:#x} belongs in {L.bin_name(L.bin_index(s))}"
+            elif fl.kind == "unsorted" and (s < L.MINSIZE or s > (self.arenas[fl.arena].system_mem or s)):
+                bad = f"size {s:#x} is invalid (glibc: 'malloc(): invalid size (unsorted)')"
+            if bad:
+                self.corrupt(chunk, f"chunk {chunk:#x} in {fl.name} has the wrong size: {bad}", [where],
+                             "bin-size", state="free" if fl.kind != "tcache" else "cached")
+            if fl.kind != "tcache" and fl.arena is not None and int(self.SA[i]) != fl.arena:
+                self.corrupt(chunk, f"chunk {chunk:#x} of {self.arenas[int(self.SA[i])].name} is in {fl.name}",
+                             [where, "a bin holds only its own arena's chunks"], "bin-arena")
+            keep.append((chunk, lid, pos))
+        self.members = keep
+
+    # --- classification and cross-checks ------------------------------------------------------------
+    def _classify(self):
+        n = len(self.S)
+        state = np.zeros(n, dtype=np.uint8)
+        where = np.full(n, -1, dtype=np.int32)
+        recency = np.full(n, -1, dtype=np.int32)
+        for t in self.top_addrs:
+            i = self.pos_of.get(t)
+            if i is not None:
+                state[i] = TOP
+        groups = defaultdict(list)
+        for chunk, lid, pos in self.members:
+            groups[chunk].append((lid, pos))
+        for chunk, ms in groups.items():
+            i = self.pos_of[chunk]
+            lid, pos = ms[0]
+            kinds = {self.lists[l].kind for l, _ in ms}
+            state[i] = CACHED if "tcache" in kinds else FREE
+            first = next(((l, p) for l, p in ms if self.lists[l].kind == "tcache"), ms[0])
+            where[i], recency[i] = first
+            if len(ms) > 1:
+                self._double_free(chunk, ms)
+        return state, where, recency
+
+    def _double_free(self, chunk, ms):
+        descs = []
+        for lid, pos in ms:
+            fl = self.lists[lid]
+            d = f"in {fl.name} at position {pos}"
+            if fl.thread is not None:
+                d += f" (thread {fl.thread}, LWP {fl.tid})"
+            descs.append(d)
+        same = len({l for l, _ in ms}) == 1
+        msg = (f"chunk {chunk + 16:#x} is in {self.lists[ms[0][0]].name} twice (the list loops): freed twice"
+               if same else f"chunk {chunk + 16:#x} is in {len(ms)} freelists at once: freed twice")
+        ev = descs + ["the next two mallocs of this size will both return it"]
+        self.find("double-free", "critical", chunk, msg, ev, "freelist-duplicate",
+                  state="cached" if any(self.lists[l].kind == "tcache" for l, _ in ms) else "free")
+
+    def _boundary_checks(self, state, where):
+        n = len(self.S)
+        if n < 2:
+            return
+        S, S0, S1, SA = self.S, self.S0, self.S1, self.SA
+        size = S1 & np.uint64(~L.SIZE_BITS & 0xFFFFFFFFFFFFFFFF)
+        kinds = np.array([fl.kind in _BINNED for fl in self.lists] + [False], dtype=bool)
+        binned = kinds[where]                                  # where == -1 -> last (False)
+        contig = (S[:-1] + size[:-1]) == S[1:]                  # chunk j+1 physically follows j
+        nxt_pinuse = (S1[1:] & np.uint64(L.PREV_INUSE)) != 0
+        # a binned free chunk: next chunk must have PREV_INUSE clear and prev_size == size
+        bad1 = np.nonzero(contig & binned[:-1] & (nxt_pinuse | (S0[1:] != size[:-1])))[0]
+        for j in bad1:
+            j = int(j)
+            c, nx = int(S[j]), int(S[j + 1])
+            self.corrupt(nx, f"chunk {nx:#x} disagrees with the free chunk {c:#x} before it "
+                         f"(prev_size {int(S0[j + 1]):#x}, PREV_INUSE {int(S1[j + 1]) & 1}; expected "
+                         f"{int(size[j]):#x}, 0)", [f"{c:#x} is in {self.lists[int(where[j])].name}",
+                                                    "glibc: 'corrupted size vs. prev_size'"],
+                         "prev-size", state=_sname(state[j + 1]))
+        # PREV_INUSE clear: the previous chunk must be binned-free with the same size
+        bad2 = np.nonzero(contig & ~nxt_pinuse & ~binned[:-1])[0]
+        for j in bad2:
+            j = int(j)
+            c, nx = int(S[j]), int(S[j + 1])
+            self.corrupt(nx, f"chunk {nx:#x} has PREV_INUSE clear but the chunk before it ({c:#x}) is "
+                         f"{_sname(state[j])}, not in a bin", ["free() of either would consolidate with "
+                         "a chunk in use (glibc: 'double free or corruption (!prev)' or worse)"],
+                         "prev-inuse", state=_sname(state[j + 1]))
+        # two adjacent binned chunks are always coalesced by glibc
+        bad3 = np.nonzero(contig & binned[:-1] & binned[1:])[0]
+        for j in bad3:
+            j = int(j)
+            self.corrupt(int(S[j + 1]), f"free chunks {int(S[j]):#x} and {int(S[j + 1]):#x} are adjacent "
+                         "but not coalesced", ["glibc merges neighbouring free chunks"], "coalesce",
+                         severity="warning", state="free")
+        # chunks in use (allocated, tcache, fastbin): IS_MMAPPED clear, NON_MAIN_ARENA matches the arena
+        inuse = ~binned & (state != TOP)
+        mm_bit = (S1 & np.uint64(L.IS_MMAPPED)) != 0
+        for j in np.nonzero(inuse & mm_bit)[0]:
+            j = int(j)
+            self.corrupt(int(S[j]), f"chunk {int(S[j]):#x} inside a heap has the IS_MMAPPED bit set "
+                         f"(size field {int(S1[j]):#x})", ["free() would munmap it: 'munmap_chunk(): invalid pointer'"],
+                         "mmapped-bit", state=_sname(state[j]))
+        nm_bit = (S1 & np.uint64(L.NON_MAIN_ARENA)) != 0
+        for j in np.nonzero(inuse & (nm_bit != (SA != 0)))[0]:
+            j = int(j)
+            a = self.arenas[int(SA[j])]
+            self.corrupt(int(S[j]), f"chunk {int(S[j]):#x} in {a.name} has NON_MAIN_ARENA "
+                         f"{'set' if nm_bit[j] else 'clear'} (size field {int(S1[j]):#x})",
+                         ["free() would hand it to the wrong arena"], "arena-bit", state=_sname(state[j]))
+
+    # --- mmapped chunks ------------------------------------------------------------------------
+    def _mmapped(self) -> List[Tuple[int, int]]:
+        mask = ~(self.lay.heap_max_size - 1)
+        reserved = [(a.address & mask, (a.address & mask) + self.lay.heap_max_size)
+                    for a in self.arenas[1:]] + [(s.lo, s.hi) for s in self.segs]
+        out = []
+        for reg in self.regions:
+            if not (reg.readable and reg.writable and reg.anonymous and reg.in_snapshot) or reg.path == "[heap]":
+                continue
+            if any(lo < reg.end and reg.start < hi for lo, hi in reserved):
+                continue
+            a, k = reg.start, 0
+            while a + 16 <= reg.end and k < 1 << 16:
+                try:
+                    prev, sw = self.r.words(a, 2) if reg.end - a >= 16 else (0, 0)
+                except ReadError:
+                    break
+                s = sw & ~L.SIZE_BITS
+                if not sw & L.IS_MMAPPED or sw & L.NON_MAIN_ARENA or s < 4096 or prev & 15 \
+                        or (s + prev) & 0xFFF or (a - prev) & 0xFFF or a + s > reg.end:
+                    break
+                out.append((a, s))
+                a += s
+                k += 1
+        if self.n_mmaps is not None and len(out) != self.n_mmaps:
+            self.notes.append(f"found {len(out)} mmapped chunks; glibc counts {self.n_mmaps} (mp_.n_mmaps)"
+                              + (" — some mappings are not in the snapshot" if len(out) < self.n_mmaps else ""))
+        return out
+
+    def _index(self, state, where, recency, mm) -> HeapIndex:
+        n_mm = len(mm)
+        start = np.concatenate([self.S, np.array([a for a, _ in mm], dtype=np.uint64)])
+        size = np.concatenate([self.S1 & np.uint64(~L.SIZE_BITS & 0xFFFFFFFFFFFFFFFF),
+                               np.array([s for _, s in mm], dtype=np.uint64)])
+        st = np.concatenate([state, np.full(n_mm, MMAPPED, dtype=np.uint8)])
+        ar = np.concatenate([self.SA, np.full(n_mm, -1, dtype=np.int16)])
+        wh = np.concatenate([where, np.full(n_mm, -1, dtype=np.int32)])
+        rc = np.concatenate([recency, np.full(n_mm, -1, dtype=np.int32)])
+        return HeapIndex(start, size, st, ar, wh, rc, user_offset=L.CHUNK_HDR_SZ, usable_delta=L.SIZE_SZ)
+
+
+def _u64(raw: bytes, off: int) -> int:
+    return int.from_bytes(raw[off:off + 8], "little")
+
+
+def _sname(code) -> str:
+    from ..heapindex import STATE_NAMES
+    return STATE_NAMES[int(code)]

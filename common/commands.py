@@ -1,0 +1,356 @@
+"""What each user command computes and prints, independent of the debugger.
+
+An adapter parses nothing and decides nothing: it builds a Target, evaluates expressions the
+core cannot (EXPR -> address and static type), calls one of the `run_*` functions and prints
+the returned text; it raises a debugger error when `fail` is set.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .heapindex import CACHED, FREE, MMAPPED, STATE_NAMES, TOP
+from .report import (SEVERITIES, Finding, fmt_size, make_report, severity_rank, sort_findings, table,
+                     write_json)
+from .session import snapshots
+from .snapshot import HeapSnapshot
+from .target import Target
+
+
+class UsageError(Exception):
+    """Bad command arguments: the message is the usage sentence."""
+
+
+@dataclass
+class Args:
+    rest: str = ""                   # the expression, for commands that take one
+    json: Optional[str] = None
+    fail_on: Optional[str] = None
+
+
+@dataclass
+class Result:
+    text: str                        # what to print (may be empty when --json - was the only output)
+    report: Dict[str, Any]
+    fail: Optional[str] = None       # set: the adapter raises a debugger error with this sentence
+    json_out: Optional[str] = None   # JSON text to print when --json -
+    errors: List[str] = field(default_factory=list)
+
+
+_FLAG = re.compile(r"(?:^|\s)--(json|fail-on)(?:=|\s+)(\"[^\"]*\"|'[^']*'|\S+)")
+
+
+def parse_args(argstr: str, allow_expr: bool, allow_fail_on: bool, usage: str) -> Args:
+    """`[EXPR] [--json PATH] [--fail-on SEVERITY]`, flags anywhere; EXPR keeps its spaces."""
+    a = Args()
+    for m in _FLAG.finditer(argstr or ""):
+        val = m.group(2).strip("\"'")
+        if m.group(1) == "json":
+            a.json = val
+        else:
+            if not allow_fail_on:
+                raise UsageError(usage)
+            if val not in SEVERITIES:
+                raise UsageError(f"--fail-on takes one of {', '.join(SEVERITIES)}, not '{val}'")
+            a.fail_on = val
+    rest = _FLAG.sub(" ", argstr or "").strip()
+    if rest.startswith("--"):
+        raise UsageError(f"unknown option {rest.split()[0]}; usage: {usage}")
+    if rest and not allow_expr:
+        raise UsageError(f"unexpected argument '{rest}'; usage: {usage}")
+    if allow_expr and not rest:
+        raise UsageError(usage)
+    a.rest = rest
+    return a
+
+
+def _allocator_field(snaps: List[HeapSnapshot]):
+    names = [s.allocator for s in snaps]
+    return names[0] if len(names) == 1 else names
+
+
+def _finish(command: str, args: Args, snaps, payload, text, fail=None) -> Result:
+    rep = make_report(command, _allocator_field(snaps), payload)
+    res = Result(text, rep, fail)
+    if args.json:
+        if args.json == "-":
+            from .report import dumps
+            res.json_out = dumps(rep)
+        else:
+            err = write_json(rep, args.json)
+            if err:
+                res.errors.append(err)
+            else:
+                res.text += f"\nJSON report written to {args.json}\n"
+    return res
+
+
+# --- heap-check ---------------------------------------------------------------------------------
+HEAP_CHECK_USAGE = "heap-check [--json PATH] [--fail-on critical|warning|info]"
+
+
+def run_heap_check(target: Target, argstr: str = "", cache_key=None) -> Result:
+    args = parse_args(argstr, False, True, HEAP_CHECK_USAGE)
+    t0 = time.perf_counter()
+    snaps, skipped = snapshots(target, cache_key)
+    findings = sort_findings([f for s in snaps for f in s.findings])
+    elapsed = time.perf_counter() - t0
+    summary = [_summary(s) for s in snaps]
+    payload = {"target": target.describe(), "summary": summary, "findings": [f.to_json() for f in findings],
+               "notes": [n for s in snaps for n in s.notes] + skipped, "seconds": round(elapsed, 4)}
+    text = _render_check(snaps, findings, summary, elapsed)
+    fail = None
+    if args.fail_on:
+        worst = [f for f in findings if severity_rank(f.severity) <= severity_rank(args.fail_on)]
+        if worst:
+            fail = (f"heap-check: {len(worst)} finding(s) of severity {args.fail_on} or worse "
+                    f"(first: {worst[0].kind} at {_hex(worst[0].address)})")
+    return _finish("heap-check", args, snaps, payload, text, fail)
+
+
+def _summary(s: HeapSnapshot) -> Dict[str, Any]:
+    return {"allocator": s.allocator, "version": s.meta.get("glibc_version"), "layout": s.meta.get("layout"),
+            "found_by": s.meta.get("found_by"), "arenas": len(s.arenas), "threads": len(s.threads),
+            "chunks": len(s.index), "states": s.index.counts(), "walk_seconds": s.meta.get("total_seconds"),
+            "unwalked_bytes": sum(b - a for a, b in s.unwalked)}
+
+
+def _hex(a) -> str:
+    return "-" if a is None else f"{a:#x}"
+
+
+def _render_check(snaps, findings: List[Finding], summary, elapsed) -> str:
+    out = []
+    for s, sm in zip(snaps, summary):
+        st = sm["states"]
+        out.append(f"{s.allocator} {sm['version'] or ''} heap: {sm['chunks']:,} chunks in {sm['arenas']} arena(s), "
+                   f"{sm['threads']} thread(s) — {st['allocated']:,} allocated, {st['free']:,} free, "
+                   f"{st['cached']:,} cached, {st['mmapped']:,} mmapped  [{elapsed:.2f} s]")
+        fb = sm["found_by"] or {}
+        out.append(f"  layout: {sm['layout']}; main_arena: {fb.get('main_arena', '?')}")
+        for n in s.notes:
+            out.append(f"  note: {n}")
+    if not findings:
+        out.append("No heap errors found.")
+        return "\n".join(out) + "\n"
+    counts = {sev: sum(f.severity == sev for f in findings) for sev in SEVERITIES}
+    out.append(f"{len(findings)} finding(s): " + ", ".join(f"{n} {sev}" for sev, n in counts.items() if n))
+    rows = []
+    for k, f in enumerate(findings, 1):
+        ch = f.chunk or {}
+        rows.append([k, f.severity, f.kind, _hex(f.address),
+                     _hex(ch.get("size")) if ch.get("size") is not None else "-", f.message])
+    out.append(table(rows, ["#", "severity", "kind", "address", "chunk size", "message"]))
+    ev = [(k, f) for k, f in enumerate(findings, 1) if f.evidence]
+    if ev:
+        out.append("evidence:")
+        for k, f in ev:
+            for e in f.evidence:
+                out.append(f"  [{k}] {e}")
+    return "\n".join(out) + "\n"
+
+
+# --- info alloc ---------------------------------------------------------------------------------
+INFO_ALLOC_USAGE = "info alloc EXPR [--json PATH]   (EXPR: a pointer variable, p->next, an address)"
+
+
+@dataclass
+class Pointer:
+    """What the adapter evaluated EXPR to."""
+    address: int
+    expr: str = ""
+    type_name: Optional[str] = None      # static type of EXPR, e.g. "struct conn *"
+    target_size: Optional[int] = None    # sizeof(*EXPR) when EXPR is a typed pointer
+
+
+def run_info_alloc(target: Target, ptr: Pointer, args: Args, cache_key=None) -> Result:
+    snaps, _ = snapshots(target, cache_key)
+    info = alloc_info(snaps, ptr)
+    return _finish("info alloc", args, snaps, info, _render_info(info))
+
+
+def alloc_info(snaps: List[HeapSnapshot], ptr: Pointer) -> Dict[str, Any]:
+    addr = ptr.address
+    base = {"expression": ptr.expr, "address": addr, "chunk_start": None, "user_start": None, "size": None,
+            "offset": None, "state": "not-heap", "arena": None, "bin": None, "thread": None, "tid": None,
+            "recency": None, "type_check": None, "warnings": [], "findings": []}
+    for s in snaps:
+        i = s.index.find(addr)
+        if i < 0:
+            if any(a <= addr < b for a, b in s.unwalked):
+                base["state"] = "unknown"
+                base["warnings"].append("the address is in a part of the heap that could not be walked "
+                                        "(corrupt chunk headers before it)")
+            continue
+        return _chunk_info(s, i, ptr, base)
+    if base["state"] == "not-heap":
+        base["warnings"].append("the address is not inside any heap chunk (stack, global, or unmapped)"
+                                if addr else "null pointer")
+    return base
+
+
+def _chunk_info(s: HeapSnapshot, i: int, ptr: Pointer, d: Dict[str, Any]) -> Dict[str, Any]:
+    idx = s.index
+    start, csize, state = int(idx.start[i]), int(idx.size[i]), int(idx.state[i])
+    user = start + idx.user_offset
+    usable = csize - (2 * idx.usable_delta if state == MMAPPED else idx.usable_delta)
+    d.update(allocator=s.allocator, chunk_start=start, user_start=user, size=usable, chunk_size=csize,
+             offset=ptr.address - user, state=STATE_NAMES[state])
+    a = int(idx.arena[i])
+    d["arena"] = s.arena_name(a) if a >= 0 else None
+    w = int(idx.where[i])
+    if w >= 0:
+        fl = s.lists[w]
+        d["bin"] = fl.name
+        d["recency"] = int(idx.recency[i])
+        if fl.thread is not None:
+            d["thread"], d["tid"] = fl.thread, fl.tid
+    warn = d["warnings"]
+    off = d["offset"]
+    if off < 0:
+        warn.append(f"points {-off} bytes before the user region, into the chunk header")
+    elif state != TOP and off >= usable:
+        warn.append(f"points {off - usable} bytes past the end of the {usable}-byte allocation")
+    elif off:
+        warn.append(f"interior pointer: {off} bytes into the allocation")
+    if state in (FREE, CACHED):
+        rec = d["recency"]
+        when = "freed most recently" if rec == 0 else f"position {rec} of its list"
+        warn.append(f"this memory is free ({d['bin']}, {when}): using the pointer is a use-after-free")
+    elif state == TOP:
+        warn.append("the address is in the top chunk (never-allocated space)")
+    if ptr.target_size:
+        room = usable - max(off, 0)
+        fits = room >= ptr.target_size
+        d["type_check"] = {"type": ptr.type_name, "type_size": ptr.target_size, "room": room, "fits": fits}
+        if not fits and state not in (TOP,):
+            warn.append(f"{ptr.type_name or 'the pointer type'} needs {ptr.target_size} bytes but only "
+                        f"{room} remain in the chunk")
+    for f in s.findings:
+        if f.chunk and f.chunk.get("start") == start:
+            d["findings"].append(f.to_json())
+            warn.append(f"heap-check: {f.kind}: {f.message}")
+    return d
+
+
+def _render_info(d: Dict[str, Any]) -> str:
+    head = f"{d['expression'] or _hex(d['address'])} = {_hex(d['address'])}"
+    if d["state"] in ("not-heap", "unknown"):
+        lines = [f"{head}: {d['state']}"]
+    else:
+        thread = f" (LWP {d['tid']})" if d["thread"] is not None else ""
+        rows = [["state", d["state"] + (f" in {d['bin']}" if d["bin"] else "") + thread],
+                ["chunk", f"{_hex(d['chunk_start'])} (chunk size {d['chunk_size']:#x})"],
+                ["user region", f"{_hex(d['user_start'])} .. {_hex(d['user_start'] + d['size'])} "
+                                f"({d['size']} usable bytes)"],
+                ["offset", str(d["offset"])],
+                ["arena", d["arena"] or "-"]]
+        if d["recency"] is not None:
+            rows.append(["recency", f"{d['recency']} (0 = freed last)"])
+        tc = d["type_check"]
+        if tc:
+            rows.append(["type check", f"{tc['type']}: needs {tc['type_size']} B, {tc['room']} B available — "
+                                       + ("fits" if tc["fits"] else "TOO SMALL")])
+        lines = [head] + ["  " + l for l in table(rows, ["", ""]).splitlines()[2:]]
+    for w in d["warnings"]:
+        lines.append(f"  warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+# --- heap-stats ---------------------------------------------------------------------------------
+HEAP_STATS_USAGE = "heap-stats [--json PATH]"
+
+
+def run_heap_stats(target: Target, argstr: str = "", cache_key=None) -> Result:
+    args = parse_args(argstr, False, False, HEAP_STATS_USAGE)
+    snaps, _ = snapshots(target, cache_key)
+    stats = [heap_stats(s) for s in snaps]
+    payload = {"target": target.describe(), "heaps": stats}
+    return _finish("heap-stats", args, snaps, payload, "".join(_render_stats(s) for s in stats))
+
+
+def _agg(mask, sizes) -> Dict[str, int]:
+    return {"count": int(mask.sum()), "bytes": int(sizes[mask].sum())}
+
+
+def heap_stats(s: HeapSnapshot) -> Dict[str, Any]:
+    idx = s.index
+    size = idx.size.astype(np.int64)
+    st = idx.state
+    arenas = []
+    for a in s.arenas:
+        m = idx.arena == a.number
+        free_m = m & (st == FREE)
+        free_b = int(size[free_m].sum())
+        largest = int(size[free_m].max()) if free_m.any() else 0
+        arenas.append({"arena": a.name, "address": a.address, "system_mem": a.system_mem,
+                       "heaps": len(a.segments), "chunks": int(m.sum()),
+                       "allocated": _agg(m & (st == 0), size), "free": _agg(free_m, size),
+                       "cached": _agg(m & (st == CACHED), size), "top": a.top_size,
+                       "largest_free": largest,
+                       "fragmentation": round(1 - largest / free_b, 4) if free_b else 0.0,
+                       "threads": a.threads})
+    mm = st == MMAPPED
+    classes = []
+    small = size <= 1040
+    for csz in np.unique(size[small & (st != TOP) & ~mm]):
+        m = size == csz
+        classes.append(_class_row(f"{int(csz):#x}", m, st, size))
+    big = ~small & (st != TOP)
+    if big.any():
+        lg = np.floor(np.log2(size[big])).astype(np.int64)
+        bsz = np.zeros(len(size), dtype=np.int64)
+        bsz[big] = lg
+        for b in np.unique(lg):
+            m = big & (bsz == b)
+            classes.append(_class_row(f"{1 << int(b):#x}-{(1 << (int(b) + 1)) - 1:#x}", m, st, size))
+    caches = []
+    cw = idx.where[(st == CACHED) & (idx.where >= 0)]
+    per_list = np.bincount(cw, minlength=len(s.lists)) if len(s.lists) else np.zeros(0, dtype=np.int64)
+    for num, addr in sorted(s.thread_cache.items()):
+        mine = [int(per_list[l]) for l, fl in enumerate(s.lists) if fl.thread == num]
+        t = s.thread(num)
+        caches.append({"thread": num, "tid": t.tid if t else None, "address": addr,
+                       "bins_used": sum(1 for c in mine if c), "chunks": sum(mine),
+                       "arena": s.arena_name(s.thread_arena.get(num))})
+    in_use = int(size[st == 0].sum()) + int(size[mm].sum())
+    system = sum(a.system_mem for a in s.arenas) + int(size[mm].sum())
+    return {"allocator": s.allocator, "version": s.meta.get("glibc_version"), "arenas": arenas,
+            "size_classes": classes, "mmapped": _agg(mm, size), "thread_caches": caches,
+            "totals": {"system_bytes": system, "in_use_bytes": in_use,
+                       "free_bytes": int(size[st == FREE].sum()), "cached_bytes": int(size[st == CACHED].sum()),
+                       "top_bytes": int(size[st == TOP].sum()),
+                       "chunks": len(idx)}}
+
+
+def _class_row(label, m, st, size):
+    return {"class": label, "allocated": int((m & (st == 0)).sum()), "free": int((m & (st == FREE)).sum()),
+            "cached": int((m & (st == CACHED)).sum()), "bytes": int(size[m].sum())}
+
+
+def _render_stats(h: Dict[str, Any]) -> str:
+    out = [f"{h['allocator']} {h['version'] or ''} heap statistics"]
+    rows = [[a["arena"], fmt_size(a["system_mem"]), a["heaps"], f"{a['chunks']:,}",
+             f"{a['allocated']['count']:,} / {fmt_size(a['allocated']['bytes'])}",
+             f"{a['free']['count']:,} / {fmt_size(a['free']['bytes'])}",
+             f"{a['cached']['count']:,} / {fmt_size(a['cached']['bytes'])}", fmt_size(a["top"]),
+             f"{a['fragmentation'] * 100:.0f}%", ",".join(map(str, a["threads"])) or "-"]
+            for a in h["arenas"]]
+    out.append(table(rows, ["arena", "system", "heaps", "chunks", "allocated", "free", "cached", "top",
+                            "frag", "threads"]))
+    t = h["totals"]
+    out.append(f"mmapped: {h['mmapped']['count']} chunk(s), {fmt_size(h['mmapped']['bytes'])}; "
+               f"system memory {fmt_size(t['system_bytes'])}, in use {fmt_size(t['in_use_bytes'])}, "
+               f"free {fmt_size(t['free_bytes'])}, cached {fmt_size(t['cached_bytes'])}")
+    rows = sorted(h["size_classes"], key=lambda c: -c["bytes"])[:20]
+    out.append("size classes (top 20 by bytes):")
+    out.append(table([[c["class"], c["allocated"], c["free"], c["cached"], fmt_size(c["bytes"])] for c in rows],
+                     ["chunk size", "allocated", "free", "cached", "bytes"]))
+    if h["thread_caches"]:
+        out.append(table([[c["thread"], c["tid"], _hex(c["address"]), c["chunks"], c["arena"]]
+                          for c in h["thread_caches"]], ["thread", "LWP", "tcache", "cached chunks", "arena"]))
+    return "\n".join(out) + "\n"

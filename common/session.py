@@ -1,0 +1,25 @@
+"""One walk per stop: snapshots are cached until the target's generation changes."""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from .allocators import walk_all
+from .snapshot import HeapSnapshot
+from .target import Target
+
+_cache: dict = {}
+
+
+def snapshots(target: Target, key: Optional[tuple] = None) -> Tuple[List[HeapSnapshot], List[str]]:
+    """The heap snapshots of `target`, walked once per (key, generation)."""
+    k = (key if key is not None else id(target), target.generation())
+    hit = _cache.get("entry")
+    if hit is not None and hit[0] == k:
+        return hit[1]
+    result = walk_all(target)
+    _cache["entry"] = (k, result)
+    return result
+
+
+def invalidate() -> None:
+    _cache.clear()

@@ -1,0 +1,1 @@
+"""heaplens for gdb. Load with `source <checkout>/gdb_plugin/gdbinit.py`."""

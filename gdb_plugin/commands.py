@@ -1,0 +1,139 @@
+"""gdb commands: thin wrappers that build a GdbTarget, call common.commands, print."""
+from __future__ import annotations
+
+import traceback
+
+import gdb
+
+from common import commands as C
+from common.allocators import NoAllocator
+from common.target import TargetError
+
+from .target import GdbTarget
+
+LOG = "/tmp/heaplens-error.log"
+
+
+def _cache_key(t: GdbTarget):
+    return ("gdb", t.inf.num, t.inf.pid, t.core.path if t.core else None)
+
+
+def _emit(res: C.Result):
+    if res.text and res.json_out is None:        # `--json -` prints only JSON: parseable
+        gdb.write(res.text)
+    if res.json_out:
+        gdb.write(res.json_out + "\n")
+    for e in res.errors:
+        gdb.write(f"heaplens: {e}\n")
+    if res.fail:
+        raise gdb.GdbError(res.fail)
+
+
+def guarded(name):
+    """Run a command body; known problems become one sentence, nothing becomes a traceback."""
+    def wrap(fn):
+        def run(self, arg, from_tty):
+            target = None
+            try:
+                target = GdbTarget()
+                fn(self, target, arg or "")
+            except gdb.GdbError:
+                raise
+            except C.UsageError as e:
+                raise gdb.GdbError(f"{name}: {e}")
+            except (TargetError, NoAllocator) as e:
+                raise gdb.GdbError(f"{name}: {e}")
+            except KeyboardInterrupt:
+                raise gdb.GdbError(f"{name}: interrupted")
+            except Exception as e:                      # a bug of ours: say so, log the details
+                try:
+                    with open(LOG, "a") as f:
+                        f.write(f"--- {name} {arg!r}\n{traceback.format_exc()}\n")
+                except OSError:
+                    pass
+                raise gdb.GdbError(f"{name}: internal error ({type(e).__name__}: {e}); "
+                                   f"details in {LOG} — please report it")
+            finally:
+                if target is not None:
+                    target.close()
+        return run
+    return wrap
+
+
+class HeapCheck(gdb.Command):
+    """Walk the heap allocator(s) and check every structure for corruption.
+Usage: heap-check [--json PATH] [--fail-on critical|warning|info]
+Findings (double free, metadata corruption, ...) are printed worst first.
+--json PATH writes the report as JSON (- for the console); --fail-on makes the
+command fail when a finding of that severity or worse exists (for gdb -batch)."""
+
+    def __init__(self):
+        super().__init__("heap-check", gdb.COMMAND_DATA)
+
+    @guarded("heap-check")
+    def invoke(self, target, arg):
+        _emit(C.run_heap_check(target, arg, _cache_key(target)))
+
+
+class HeapStats(gdb.Command):
+    """Per-arena and per-size-class heap usage, free space and fragmentation.
+Usage: heap-stats [--json PATH]"""
+
+    def __init__(self):
+        super().__init__("heap-stats", gdb.COMMAND_DATA)
+
+    @guarded("heap-stats")
+    def invoke(self, target, arg):
+        _emit(C.run_heap_stats(target, arg, _cache_key(target)))
+
+
+class InfoAlloc(gdb.Command):
+    """Allocation state of the heap chunk an expression points into.
+Usage: info alloc EXPR [--json PATH]
+EXPR is any expression gdb evaluates: a pointer variable, p->next, an address.
+Shows the chunk, its usable size, state (allocated/free/cached/top/mmapped),
+arena, freelist and position, the thread whose cache holds it, and whether the
+pointer's static type fits in the chunk."""
+
+    def __init__(self):
+        super().__init__("info alloc", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @guarded("info alloc")
+    def invoke(self, target, arg):
+        args = C.parse_args(arg, True, False, C.INFO_ALLOC_USAGE)
+        ptr = evaluate_pointer(args.rest)
+        _emit(C.run_info_alloc(target, ptr, args, _cache_key(target)))
+
+
+def evaluate_pointer(expr: str) -> C.Pointer:
+    try:
+        v = gdb.parse_and_eval(expr)
+    except gdb.error as e:
+        raise C.UsageError(f"cannot evaluate '{expr}': {e}")
+    t = v.type.strip_typedefs()
+    type_name, tsize = str(v.type), None
+    try:
+        if t.code == gdb.TYPE_CODE_PTR:
+            target = t.target().strip_typedefs()
+            if target.code not in (gdb.TYPE_CODE_VOID, gdb.TYPE_CODE_FUNC):
+                tsize = target.sizeof
+            addr = int(v)
+        elif t.code == gdb.TYPE_CODE_ARRAY:
+            addr = int(v.address) if v.address is not None else int(v.cast(t.target().pointer()))
+        elif t.code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_ENUM, gdb.TYPE_CODE_CHAR, gdb.TYPE_CODE_BOOL):
+            addr = int(v)
+            type_name = None
+        else:
+            raise C.UsageError(f"'{expr}' is a {v.type}, not a pointer or an address "
+                               f"(try &{expr} for the object's own address)")
+    except gdb.error as e:
+        raise C.UsageError(f"cannot use '{expr}' as an address: {e}")
+    if tsize is not None and t.target().strip_typedefs().code == gdb.TYPE_CODE_INT and tsize == 1:
+        tsize = None                                   # char *: a byte buffer, not a typed object
+    return C.Pointer(addr & 0xFFFFFFFFFFFFFFFF, expr, type_name, tsize)
+
+
+def register():
+    HeapCheck()
+    HeapStats()
+    InfoAlloc()

@@ -1,0 +1,209 @@
+"""GdbTarget: the core's view of the program gdb is debugging (live, core or remote).
+
+Memory: a live local process is read through /proc/PID/mem (faster than gdb's own path, and
+bulk); a core file through its mmap (common.elfcore); anything else through
+Inferior.read_memory. Symbols and struct layouts come from gdb's debug info.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Optional
+
+import gdb  # noqa: F401  (only the adapters import gdb)
+
+from common.elfcore import CoreFile
+from common.objfiles import objfiles_from_regions
+from common.procmaps import read_maps
+from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
+
+_generation = 0
+
+
+def bump_generation(*_):
+    global _generation
+    _generation += 1
+
+
+def _connect_events():
+    ev = gdb.events
+    for name in ("cont", "stop", "exited", "new_objfile", "memory_changed", "inferior_call",
+                 "new_inferior", "register_changed", "before_prompt"):
+        reg = getattr(ev, name, None)
+        if reg is not None and name != "before_prompt":
+            reg.connect(bump_generation)
+
+
+class GdbTarget(Target):
+    def __init__(self):
+        inf = gdb.selected_inferior()
+        if inf is None or inf.pid == 0 and not self._core_path():
+            raise TargetError("the program is not running and no core file is loaded: "
+                              "start it (run, attach) or load a core (core-file PATH)")
+        self.inf = inf
+        conn = getattr(inf, "connection", None)
+        ctype = getattr(conn, "type", None) if conn is not None else None
+        self.core: Optional[CoreFile] = None
+        self._mem = None
+        if ctype == "core" or (ctype is None and self._core_path()):
+            self.kind = "core"
+            path = self._core_path()
+            if path:
+                try:
+                    self.core = CoreFile(path)
+                except TargetError:
+                    self.core = None
+        elif ctype == "native":
+            self.kind = "live"
+            try:
+                self._mem = open(f"/proc/{inf.pid}/mem", "rb", buffering=0)
+            except OSError:
+                self._mem = None
+        else:
+            self.kind = "remote"
+        self._regions: Optional[List[Region]] = None
+        self._objs: Optional[List[ObjFile]] = None
+
+    @staticmethod
+    def _core_path() -> Optional[str]:
+        try:
+            text = gdb.execute("info target", to_string=True)
+        except gdb.error:
+            return None
+        m = re.search(r"Local core dump file:\s*\n?\s*`([^']+)'", text)
+        return m.group(1) if m else None
+
+    def close(self):
+        if self._mem is not None:
+            self._mem.close()
+            self._mem = None
+
+    # --- memory ---------------------------------------------------------------------------
+    def read(self, addr: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        if self._mem is not None:
+            try:
+                data = os.pread(self._mem.fileno(), size, addr)
+                if len(data) == size:
+                    return data
+            except (OSError, OverflowError, ValueError):
+                pass
+        elif self.core is not None:
+            try:
+                return self.core.read(addr, size)
+            except ReadError:
+                pass                                     # gdb may know the file-backed bytes
+        try:
+            return bytes(self.inf.read_memory(addr, size))
+        except (gdb.error, gdb.MemoryError, OverflowError, ValueError) as e:
+            raise ReadError(addr, size, str(e)) from None
+
+    def regions(self) -> List[Region]:
+        if self._regions is None:
+            if self.core is not None:
+                self._regions = self.core.regions()
+            elif self.kind == "live":
+                try:
+                    self._regions = read_maps(self.inf.pid)
+                except OSError:
+                    self._regions = self._gdb_mappings()
+            else:
+                self._regions = self._gdb_mappings()
+        return self._regions
+
+    def _gdb_mappings(self) -> List[Region]:
+        try:
+            text = gdb.execute("info proc mappings", to_string=True)
+        except gdb.error:
+            return []
+        out = []
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[0].startswith("0x"):
+                try:
+                    lo, hi, _, off = (int(x, 16) for x in f[:4])
+                except ValueError:
+                    continue
+                perms = f[4] if len(f) > 4 and re.fullmatch(r"[r-][w-][x-][ps]", f[4]) else "rw-p"
+                path = f[-1] if len(f) > 4 and not f[-1] == perms else ""
+                out.append(Region(lo, hi, perms, path, off))
+        out.sort(key=lambda r: r.start)
+        return out
+
+    # --- program --------------------------------------------------------------------------
+    def threads(self) -> List[ThreadInfo]:
+        out = []
+        try:
+            cur = gdb.selected_thread()
+            frame = gdb.selected_frame() if cur is not None else None
+        except gdb.error:
+            cur, frame = None, None
+        try:
+            for t in sorted(self.inf.threads(), key=lambda t: t.num):
+                fs = None
+                try:
+                    t.switch()
+                    fs = int(gdb.parse_and_eval("$fs_base")) or None
+                except (gdb.error, ValueError):
+                    fs = None
+                out.append(ThreadInfo(t.num, t.ptid[1] or t.ptid[0], fs, t.name or "", t == cur))
+        finally:
+            try:
+                if cur is not None:
+                    cur.switch()
+                if frame is not None:
+                    frame.select()
+            except gdb.error:
+                pass
+        return out
+
+    def objfiles(self) -> List[ObjFile]:
+        if self._objs is None:
+            self._objs = objfiles_from_regions(self.regions())
+        return self._objs
+
+    def symbol(self, name: str, objfile_hint: str = "") -> Optional[int]:
+        for look in (gdb.lookup_static_symbol, gdb.lookup_global_symbol):
+            try:
+                sym = look(name, gdb.SYMBOL_VAR_DOMAIN)
+            except (gdb.error, TypeError):
+                continue
+            if sym is None or not sym.is_variable:
+                continue
+            if objfile_hint:
+                try:
+                    obj = sym.symtab.objfile if sym.symtab else None
+                    obj = getattr(obj, "owner", None) or obj      # separate debug file -> the library
+                    of = obj.filename if obj else ""
+                    if of and os.path.realpath(of) != os.path.realpath(objfile_hint):
+                        continue
+                except (gdb.error, AttributeError):
+                    pass
+            try:
+                return int(sym.value().address)
+            except (gdb.error, TypeError, ValueError):
+                continue
+        return None
+
+    def struct_layout(self, name: str) -> Optional[StructLayout]:
+        try:
+            t = gdb.lookup_type("struct " + name).strip_typedefs()
+        except gdb.error:
+            return None
+        try:
+            fields = {f.name: f.bitpos // 8 for f in t.fields() if f.name and hasattr(f, "bitpos")}
+            return StructLayout(name, t.sizeof, fields)
+        except (gdb.error, TypeError):
+            return None
+
+    def generation(self) -> int:
+        return _generation
+
+    def describe(self) -> str:
+        if self.kind == "core":
+            return f"core file {self.core.path if self.core else '?'}"
+        return f"{self.kind} process {self.inf.pid}"
+
+
+_connect_events()
