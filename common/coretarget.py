@@ -25,6 +25,9 @@ class CoreTarget(Target):
     def read(self, addr: int, size: int) -> bytes:
         return self.core.read(addr, size)
 
+    def threadsafe_reader(self):
+        return self.core.read
+
     def regions(self) -> List[Region]:
         if self._regions is None:
             self._regions = self.core.regions()

@@ -107,17 +107,25 @@ class CoreFile:
             n = min(size, vaddr + memsz - addr)
             rel = addr - vaddr
             if rel + n <= filesz:
-                out += self._mm[off + rel: off + rel + n]
+                out += self._pread(off + rel, n)
             else:
                 if rel < filesz:                         # part present, rest left out
                     n = filesz - rel
-                    out += self._mm[off + rel: off + rel + n]
+                    out += self._pread(off + rel, n)
                 else:
                     n = min(n, memsz - rel)
                     out += self._read_file_backed(addr, n)
             addr += n
             size -= n
         return bytes(out)
+
+    def _pread(self, off: int, n: int) -> bytes:
+        # pread, not mmap slices: file pages touched through a mapping count as the debugger's
+        # resident memory; pread also releases the GIL, so a worker thread can prefetch.
+        data = os.pread(self._f.fileno(), n, off)
+        if len(data) != n:
+            raise ReadError(off, n, "core file is shorter than its headers say")
+        return data
 
     def _read_file_backed(self, addr: int, n: int) -> bytes:
         for s, e, foff, path in self.files:

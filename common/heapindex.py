@@ -40,8 +40,10 @@ class Arena:
 
 class HeapIndex:
     def __init__(self, start, size, state, arena, where, recency, user_offset=16, usable_delta=8):
-        order = np.argsort(start, kind="stable")
-        self.start = np.asarray(start, dtype=np.uint64)[order]
+        start = np.asarray(start, dtype=np.uint64)
+        order = slice(None) if len(start) < 2 or bool(np.all(start[1:] > start[:-1])) \
+            else np.argsort(start, kind="stable")
+        self.start = start[order]
         self.size = np.asarray(size, dtype=np.uint64)[order]
         self.state = np.asarray(state, dtype=np.uint8)[order]
         self.arena = np.asarray(arena, dtype=np.int16)[order]

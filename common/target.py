@@ -111,6 +111,11 @@ class Target:
         """Layout of `struct name` from debug info, or None without debug info."""
         return None
 
+    def threadsafe_reader(self):
+        """A read(addr, size) callable that may run on a worker thread (no debugger API calls:
+        pread on /proc/PID/mem, or a core's mmap), used to prefetch bulk windows; or None."""
+        return None
+
     def generation(self) -> int:
         """Changes whenever the inferior may have changed (resumed, memory written)."""
         return 0

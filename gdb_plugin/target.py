@@ -99,6 +99,18 @@ class GdbTarget(Target):
         except (gdb.error, gdb.MemoryError, OverflowError, ValueError) as e:
             raise ReadError(addr, size, str(e)) from None
 
+    def threadsafe_reader(self):
+        if self._mem is not None:
+            fd = self._mem.fileno()
+
+            def pread(addr: int, size: int) -> bytes:
+                data = os.pread(fd, size, addr)
+                if len(data) != size:
+                    raise ReadError(addr, size, "short read")
+                return data
+            return pread
+        return self.core.read if self.core is not None else None
+
     def regions(self) -> List[Region]:
         if self._regions is None:
             if self.core is not None:

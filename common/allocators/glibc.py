@@ -15,6 +15,7 @@ Nothing read from the heap is trusted: every loop is bounded by the bytes it wal
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Tuple
@@ -27,6 +28,7 @@ from ..report import Finding
 from ..snapshot import HeapSnapshot
 from ..target import ReadError, Region, Target, region_index
 from . import glibc_layout as L
+from .chunktable import ChunkTable
 from .glibc_locate import GlibcRoots, choose_tls_slot, locate
 
 WINDOW = 8 << 20            # bytes of heap parsed per bulk read
@@ -34,6 +36,19 @@ MAX_PER_CHECK = 25          # findings of one rule before they are summarised
 MAX_ARENAS = 1024
 
 _BINNED = ("unsorted", "smallbin", "largebin")
+_KIND_CODE = {"tcache": 0, "fastbin": 1, "unsorted": 2, "smallbin": 3, "largebin": 3}
+_M64 = (1 << 64) - 1
+_U12, _U16 = np.uint64(12), np.uint64(16)
+
+
+def _bin_index_vec(cs: np.ndarray) -> np.ndarray:
+    """bin_index() of malloc.c over an array of chunk sizes."""
+    return np.where(cs < L.NSMALLBINS * 16, cs >> 4,
+           np.where((cs >> 6) <= 48, 48 + (cs >> 6),
+           np.where((cs >> 9) <= 20, 91 + (cs >> 9),
+           np.where((cs >> 12) <= 10, 110 + (cs >> 12),
+           np.where((cs >> 15) <= 4, 119 + (cs >> 15),
+           np.where((cs >> 18) <= 2, 124 + (cs >> 18), 126))))))
 
 
 def walk(target: Target, reader: Optional[CachedReader] = None) -> HeapSnapshot:
@@ -73,8 +88,8 @@ class _Walker:
             return
         chunk = None
         if chunk_addr is not None:
-            i = self._idx(chunk_addr)
-            size = int(self.S1[i]) & ~L.SIZE_BITS if i is not None and hasattr(self, "S1") else None
+            i = self.tab.idx(chunk_addr) if hasattr(self, "tab") else -1
+            size = self._csize(i) if i >= 0 else None
             chunk = {"start": chunk_addr, "size": size, "state": state}
         addr = chunk_addr + L.CHUNK_HDR_SZ if chunk_addr is not None else None
         self.findings.append(Finding(kind, severity, addr, message, list(evidence), chunk, None, check))
@@ -84,6 +99,13 @@ class _Walker:
 
     # --- run ---------------------------------------------------------------------------------
     def run(self) -> HeapSnapshot:
+        try:
+            return self._run()
+        finally:
+            if getattr(self, "_executor", None) is not None:
+                self._executor.shutdown(wait=True)
+
+    def _run(self) -> HeapSnapshot:
         t0 = time.perf_counter()
         self._read_mp()
         self._read_arenas()
@@ -94,10 +116,7 @@ class _Walker:
         self._build_table()
         t_walk = time.perf_counter()
         self._tls()
-        self._tcaches()
-        for a, raw in zip(self.arenas, self.arena_raw):
-            self._fastbins(a, raw)
-            self._bins(a, raw)
+        self._lists()
         self._resync()
         self._validate_members()
         state, where, recency = self._classify()
@@ -234,58 +253,82 @@ class _Walker:
     def _walk_seg(self, seg: _Seg, lo: int) -> None:
         """Walk chunks from lo to seg.hi; records parts and, on a bad size, a gap."""
         hi, top = seg.hi, seg.top
+        windows = _Windows(self.t, lo, hi, self._pool())
         pos = lo
         last = None
-        while pos < hi:
-            wend = min(hi, pos + WINDOW)
-            rend = min(hi, wend + 64)
-            try:
-                buf = self.t.read(pos, rend - pos)
-            except ReadError:
-                self.unwalked.append((pos, hi))
-                self.notes.append(f"heap bytes {pos:#x}-{hi:#x} are not in the snapshot "
-                                  f"(truncated core?); chunks there are not reported")
-                return
-            q = memoryview(buf).cast("Q")
-            nq = len(q)
-            lim = (wend - pos) >> 3
-            total = (hi - pos) >> 3
-            topi = (top - pos) >> 3 if top is not None and pos <= top < wend else -1
-            offs: List[int] = []
-            app = offs.append
-            i = 0
-            stop = None
-            while i < lim:                                  # the hot loop: keep it bare
-                if i == topi:
-                    stop = "top"
-                    break
-                s = q[i + 1] & -8
-                if s < 32 or s & 15 or i + (s >> 3) > total:
-                    stop = "bad"
-                    break
-                app(i)
-                i += s >> 3
-            if offs:
-                idx = np.array(offs, dtype=np.int64)
-                arr = np.frombuffer(buf, dtype="<u8", count=nq)
-                starts = np.uint64(pos) + idx.astype(np.uint64) * np.uint64(8)
-                self.parts.append((starts, arr[idx], arr[idx + 1], arr[idx + 2], arr[idx + 3],
-                                   np.full(len(idx), seg.arena, dtype=np.int16)))
-                last = int(starts[-1])
-            here = pos + 8 * i
-            if stop == "top":
-                self._top(seg, here)
-                return
-            if stop == "bad":
-                sw = q[i + 1]
-                if (sw & -8) == 16 and seg.fencepost_ok and i + 3 < nq and (q[i + 3] & -8) == 0:
-                    return                                   # fencepost pair closing a heap
-                self._bad_size(seg, here, sw, last)
-                return
-            pos = here
+        try:
+            while pos < hi:
+                try:
+                    wstart, buf = windows.get(pos)
+                except ReadError:
+                    self.unwalked.append((pos, hi))
+                    self.notes.append(f"heap bytes {pos:#x}-{hi:#x} are not in the snapshot "
+                                      f"(truncated core?); chunks there are not reported")
+                    return
+                q = memoryview(buf).cast("Q")
+                nq = len(q)
+                wend = min(hi, wstart + WINDOW)
+                lim = (wend - wstart) >> 3
+                total = (hi - wstart) >> 3
+                topi = (top - wstart) >> 3 if top is not None and pos <= top < wend else -1
+                if topi >= 0:
+                    lim = topi                              # stop exactly at top (or report overshoot)
+                offs: List[int] = []
+                app = offs.append
+                i = (pos - wstart) >> 3
+                bad = False
+                while i < lim:                              # the hot loop: keep it bare
+                    s = q[i + 1] & -8
+                    if s < 32 or s & 15:
+                        bad = True
+                        break
+                    app(i)
+                    i += s >> 3
+                if offs and i > total:                      # the last chunk ran past the segment
+                    i = offs.pop()
+                    bad = True
+                if offs:
+                    idx = np.array(offs, dtype=np.int64)
+                    arr = np.frombuffer(buf, dtype="<u8", count=nq)
+                    starts = np.uint64(wstart) + idx.astype(np.uint64) * np.uint64(8)
+                    self.parts.append((starts, arr[idx], arr[idx + 1], arr[idx + 2], arr[idx + 3],
+                                       np.full(len(idx), seg.arena, dtype=np.int16)))
+                    last = int(starts[-1])
+                here = wstart + 8 * i
+                if bad:
+                    sw = q[i + 1]
+                    if (sw & -8) == 16 and seg.fencepost_ok and i + 3 < nq and (q[i + 3] & -8) == 0:
+                        return                              # fencepost pair closing a heap
+                    self._bad_size(seg, here, sw, last)
+                    return
+                if topi >= 0:
+                    if here == top:
+                        self._top(seg, top)
+                    else:
+                        self._missed_top(seg, lo, here, last)
+                    return
+                pos = here
+        finally:
+            windows.close()
         if top is not None and top >= lo:
-            self.corrupt(None, f"{self.arenas[seg.arena].name}: the chunk walk from {lo:#x} ran past the top "
-                         f"chunk {top:#x} without landing on it", ["a chunk size before top is wrong"], "top")
+            self._missed_top(seg, lo, pos, last)
+
+    def _missed_top(self, seg, lo, here, last):
+        top = seg.top
+        ev = [f"the walk reached {here:#x}"]
+        if last is not None:
+            ev.append(f"last chunk parsed: {last:#x}: its size field is the likely culprit")
+        self.corrupt(last, f"{self.arenas[seg.arena].name}: the chunk walk from {lo:#x} went past the top "
+                     f"chunk {top:#x} without landing on it", ev, "top")
+        self.gaps.append((here, seg.hi, seg))
+
+    def _pool(self):
+        if not hasattr(self, "_executor"):
+            self._executor = None
+            if self.t.threadsafe_reader() is not None and not os.environ.get("HEAPLENS_NO_PREFETCH"):
+                from concurrent.futures import ThreadPoolExecutor
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heaplens-read")
+        return self._executor
 
     def _bad_size(self, seg, here, sw, last):
         s = sw & ~L.SIZE_BITS
@@ -327,28 +370,14 @@ class _Walker:
             self.corrupt(top, f"{a.name}: corrupted top size {s:#x} (ends at {end:#x})", ev, "top")
 
     def _build_table(self):
-        if self.parts:
-            cols = list(zip(*self.parts))
-            S, W0, W1, W2, W3, A = (np.concatenate(c) for c in cols)
-            order = np.argsort(S, kind="stable")
-            self.S, self.S0, self.S1, self.S2, self.S3, self.SA = (x[order] for x in (S, W0, W1, W2, W3, A))
-        else:
-            e = np.zeros(0, dtype=np.uint64)
-            self.S, self.S0, self.S1, self.S2, self.S3 = e, e, e, e, e
-            self.SA = np.zeros(0, dtype=np.int16)
-        self.pos_of: Dict[int, int] = dict(zip(self.S.tolist(), range(len(self.S))))
+        self.tab = ChunkTable(self.parts)
+        self.parts = [(self.tab.S, self.tab.W0, self.tab.W1, self.tab.W2, self.tab.W3, self.tab.A)]
+        T = self.tab
+        self.S, self.S0, self.S1, self.S2, self.S3, self.SA = T.S, T.W0, T.W1, T.W2, T.W3, T.A
         self.top_addrs = getattr(self, "_top_addrs", set())
 
-    def _idx(self, chunk: int) -> Optional[int]:
-        return self.pos_of.get(chunk)
-
-    def _node(self, chunk: int) -> Tuple[int, int, int]:
-        """(size word, fd, bk) of a chunk: from the walked table, else read (may raise)."""
-        i = self.pos_of.get(chunk)
-        if i is not None:
-            return int(self.S1[i]), int(self.S2[i]), int(self.S3[i])
-        _, sw, fd, bk = self.r.words(chunk, 4)
-        return sw, fd, bk
+    def _csize(self, i: int) -> int:
+        return int(self.S1[i]) & ~L.SIZE_BITS
 
     def _arena_of_addr(self, addr: int) -> Optional[int]:
         for s in self.segs:
@@ -367,8 +396,8 @@ class _Walker:
             return
 
         def is_tcache(v):
-            i = self.pos_of.get(v - L.CHUNK_HDR_SZ)
-            return i is not None and int(self.S1[i]) & ~L.SIZE_BITS == lay.tcache_chunk_size
+            i = self.tab.idx(v - L.CHUNK_HDR_SZ)
+            return i >= 0 and self._csize(i) == lay.tcache_chunk_size
 
         tp, hits = choose_tls_slot(self.t, self.r, libc, self.threads, is_tcache)
         self.roots.tcache_tpoff = tp
@@ -396,11 +425,87 @@ class _Walker:
         self.lists.append(FreeList(**kw))
         return len(self.lists) - 1
 
+    # How each list kind links chunks: chunk address -> next chunk address, given the raw first
+    # word (fd / tcache next). Safe-linking stores next as (address of the field >> 12) ^ ptr.
+    def _link(self, kind: str):
+        sl = self.lay.safe_linking
+        if kind == "tcache":          # the link holds the next *user* pointer (chunk + 16)
+            if sl:
+                return (lambda c, raw: ((((c + 16) >> 12) ^ raw) - 16) & _M64,
+                        lambda S, W: ((S + _U16) >> _U12 ^ W) - _U16)
+            return (lambda c, raw: (raw - 16) & _M64, lambda S, W: W - _U16)
+        if kind == "fastbin" and sl:
+            return (lambda c, raw: ((c + 16) >> 12) ^ raw, lambda S, W: (S + _U16) >> _U12 ^ W)
+        return (lambda c, raw: raw, lambda S, W: W)
+
+    def _follow(self, lid: int, first: int, kind: str, end: int, bound: int):
+        """Follow one list from chunk address `first` until the chunk address `end`.
+        Returns (chunk addresses in order, outcome, detail); outcome is 'ok', 'cycle' (detail:
+        the repeated chunk), 'bad' (detail: the offending link target), or 'bound'."""
+        scalar, vector = self._link(kind)
+        nxt = self.tab.next_index(kind, vector)
+        S, W2 = self.S, self.S2
+        order: List[int] = []
+        seen = set()
+        c = first
+        while True:
+            if c == end:
+                return order, "ok", None
+            if c & 15 or not c:
+                return order, "bad", c
+            i = self.tab.idx(c)
+            if i >= 0:
+                app = order.append
+                last = i
+                while i >= 0 and len(order) < bound:        # the hot path: walked chunks only
+                    if i in seen:
+                        return order, "cycle", int(S[i])
+                    seen.add(i)
+                    app(i)
+                    last = i
+                    i = nxt[last]
+                if i >= 0:
+                    return order, "bound", None
+                c = scalar(int(S[last]), int(W2[last]))
+                continue
+            if c in seen or len(order) >= bound:             # off the walked table: read it
+                return order, ("cycle" if c in seen else "bound"), c
+            try:
+                raw = self.r.u64(c + 16)
+            except ReadError:
+                return order, "bad", c
+            seen.add(c)
+            order.append(~len(self._off))
+            self._off.append(c)
+            c = scalar(c, raw)
+
+    def _addrs(self, order: List[int]) -> np.ndarray:
+        o = np.array(order, dtype=np.int64)
+        out = self.S[np.maximum(o, 0)] if self.tab.n else np.zeros(len(o), dtype=np.uint64)
+        neg = o < 0
+        if neg.any():
+            out = out.copy()
+            out[neg] = np.array([self._off[~k] for k in o[neg]], dtype=np.uint64)
+        return out
+
+    def _record(self, lid: int, addrs: np.ndarray):
+        self.m_addr.append(addrs)
+        self.m_lid.append(np.full(len(addrs), lid, dtype=np.int32))
+        self.m_pos.append(np.arange(len(addrs), dtype=np.int32))
+
+    def _lists(self):
+        self._off: List[int] = []
+        self.m_addr, self.m_lid, self.m_pos = [], [], []
+        self._tcaches()
+        for a, raw in zip(self.arenas, self.arena_raw):
+            self._fastbins(a, raw)
+            self._bins(a, raw)
+
     def _tcaches(self):
         lay = self.lay
         cs = lay.tcache_count_size
-        key = self.roots.tcache_key
-        per_list = []
+        key_sum = Counter()
+        cached = []
         for t in self.threads:
             tc = self.tcache_of.get(t.num)
             if not tc:
@@ -412,111 +517,78 @@ class _Walker:
             counts = np.frombuffer(raw, dtype="<u2" if cs == 2 else "u1", count=L.TCACHE_MAX_BINS)
             heads = np.frombuffer(raw, dtype="<u8", count=L.TCACHE_MAX_BINS, offset=L.TCACHE_MAX_BINS * cs)
             for b in np.nonzero((counts != 0) | (heads != 0))[0]:
-                b = int(b)
+                b, head, count = int(b), int(heads[b]), int(counts[b])
                 csize = L.MINSIZE + b * L.MALLOC_ALIGNMENT
-                lid = self._new_list(kind="tcache", index=b, name=f"tcache[{b}] ({csize:#x}) of thread {t.num}",
+                name = f"tcache[{b}] ({csize:#x}) of thread {t.num}"
+                lid = self._new_list(kind="tcache", index=b, name=name,
                                      arena=self.thread_arena.get(t.num), thread=t.num, tid=t.tid)
-                per_list.append((lid, int(heads[b]), int(counts[b]), csize, t))
-        keys = Counter()
-        entries = []
-        for lid, head, count, csize, t in per_list:
-            ents = self._walk_tcache_bin(lid, head, count, csize, t)
-            entries += ents
-            keys.update(k for _, k in ents)
-        if key is None and keys:
-            key, n = keys.most_common(1)[0]
-            if n < 2 and len(keys) > 1:
-                key = None
-        if key is None or not lay.random_tcache_key:
+                bound = max(count, self.tcache_count or 7, 7) * 2 + 16
+                order, outcome, detail = self._follow(lid, (head - 16) & _M64, "tcache", _M64 - 15, bound)
+                addrs = self._addrs(order)
+                self._record(lid, addrs)
+                last = int(addrs[-1]) if len(addrs) else None
+                if outcome == "bad":
+                    self.corrupt(last, f"{name}: link to invalid address {(detail + 16) & _M64:#x} after "
+                                 f"{len(addrs)} entries", [f"{name}, position {len(addrs)}",
+                                 "glibc aborts with 'malloc(): unaligned tcache chunk detected'"],
+                                 "tcache-link", state="cached")
+                elif outcome == "cycle":
+                    self._record(lid, np.array([detail], dtype=np.uint64))   # the repeat: a duplicate
+                elif outcome == "bound":
+                    self.corrupt(None, f"{name}: chain longer than {bound} entries (count {count})", [],
+                                 "tcache-count")
+                elif len(addrs) != count:
+                    self.corrupt(None, f"{name}: counts[] says {count} entries but the chain has {len(addrs)}",
+                                 ["glibc trusts counts[]: it would hand out a wild pointer or lose entries"],
+                                 "tcache-count")
+                cached.append(addrs)
+        if not cached or not lay.random_tcache_key:
             return
-        for chunk, k in entries:
-            if k != key:
-                self.corrupt(chunk, f"tcache entry {chunk + 16:#x} has its key overwritten ({k:#x})",
-                             [f"every tcache entry's key field ({chunk + 24:#x}) holds tcache_key {key:#x}",
-                              "a write through a pointer after free() is the likely cause",
-                              "glibc's tcache double-free check relies on this key"],
-                             "tcache-key", severity="warning", state="cached")
-
-    def _walk_tcache_bin(self, lid, head, count, csize, t):
-        lay, name = self.lay, self.lists[lid].name
-        e, pos, seen, out = head, 0, set(), []
-        bound = max(count, self.tcache_count or 7, 7) * 2 + 16
-        prev = None
-        while e and pos < bound:
-            chunk = e - L.CHUNK_HDR_SZ
-            where = f"{name}, position {pos}"
-            if e & 15:
-                self.corrupt(prev, f"{name}: link to misaligned address {e:#x} after {pos} entries",
-                             [where, "glibc aborts with 'malloc(): unaligned tcache chunk detected'"],
-                             "tcache-link", state="cached")
-                break
-            if chunk in seen:
-                self.members.append((chunk, lid, pos))
-                break                          # a cycle: the duplicate is reported as double free
-            seen.add(chunk)
-            try:
-                sw, fd, bk = self._node(chunk)
-            except ReadError:
-                self.corrupt(prev, f"{name}: link to unreadable address {e:#x} after {pos} entries",
-                             [where], "tcache-link", state="cached")
-                break
-            self.members.append((chunk, lid, pos))
-            out.append((chunk, bk))
-            prev = chunk
-            e = L.reveal(e, fd) if lay.safe_linking else fd
-            pos += 1
-        else:
-            if pos != count:
-                self.corrupt(None, f"{name}: counts[] says {count} entries but the chain has {pos}",
-                             ["glibc trusts counts[] and would follow or lose entries: "
-                              "'malloc(): unaligned tcache chunk detected' or a wild pointer follows"],
-                             "tcache-count")
-        if e and pos >= bound:
-            self.corrupt(None, f"{name}: chain longer than {bound} entries (count {count})",
-                         [], "tcache-count")
-        return out
+        addrs = np.concatenate(cached)
+        idx = self.tab.lookup(addrs)
+        keys = np.where(idx >= 0, self.S3[np.maximum(idx, 0)], np.uint64(0)) if self.tab.n else addrs * 0
+        key = self.roots.tcache_key
+        if key is None:
+            vals, cnt = np.unique(keys[idx >= 0], return_counts=True)
+            if len(vals) == 0 or (cnt.max() < 2 and len(vals) > 1):
+                return
+            key = int(vals[np.argmax(cnt)])
+        for j in np.nonzero((idx >= 0) & (keys != np.uint64(key)))[0]:
+            chunk, k = int(addrs[j]), int(keys[j])
+            self.corrupt(chunk, f"tcache entry {chunk + 16:#x} has its key overwritten ({k:#x})",
+                         [f"every tcache entry's key field ({chunk + 24:#x}) holds tcache_key {key:#x}",
+                          "a write through a pointer after free() is the likely cause",
+                          "glibc's tcache double-free check relies on this key"],
+                         "tcache-key", severity="warning", state="cached")
 
     def _fastbins(self, a: Arena, raw: bytes):
-        lay = self.lay
-        heads = np.frombuffer(raw, dtype="<u8", count=L.NFASTBINS, offset=lay.ms_fastbins)
+        heads = np.frombuffer(raw, dtype="<u8", count=L.NFASTBINS, offset=self.lay.ms_fastbins)
         for b in np.nonzero(heads)[0]:
             b = int(b)
             csize = (b + 2) << 4
-            lid = self._new_list(kind="fastbin", index=b, name=f"fastbin[{b}] ({csize:#x}) of {a.name}",
-                                 arena=a.number)
-            p, pos, seen, prev = int(heads[b]), 0, set(), None
-            bound = len(self.S) + 1
-            while p and pos < bound:
-                where = f"{self.lists[lid].name}, position {pos}"
-                if p & 15:
-                    self.corrupt(prev, f"{self.lists[lid].name}: link to misaligned chunk {p:#x}",
-                                 [where, "glibc aborts with 'malloc(): unaligned fastbin chunk detected'"],
-                                 "fastbin-link", state="free")
-                    break
-                if p in seen:
-                    self.members.append((p, lid, pos))
-                    break
-                seen.add(p)
-                try:
-                    sw, fd, bk = self._node(p)
-                except ReadError:
-                    self.corrupt(prev, f"{self.lists[lid].name}: link to unreadable address {p:#x}",
-                                 [where], "fastbin-link", state="free")
-                    break
-                self.members.append((p, lid, pos))
-                prev = p
-                p = L.reveal(p + 16, fd) if lay.safe_linking else fd
-                pos += 1
+            name = f"fastbin[{b}] ({csize:#x}) of {a.name}"
+            lid = self._new_list(kind="fastbin", index=b, name=name, arena=a.number)
+            order, outcome, detail = self._follow(lid, int(heads[b]), "fastbin", 0, self.tab.n + 1)
+            addrs = self._addrs(order)
+            self._record(lid, addrs)
+            if outcome == "bad":
+                last = int(addrs[-1]) if len(addrs) else None
+                self.corrupt(last, f"{name}: link to invalid address {detail:#x} after {len(addrs)} entries",
+                             [f"{name}, position {len(addrs)}",
+                              "glibc aborts with 'malloc(): unaligned fastbin chunk detected'"],
+                             "fastbin-link", state="free")
+            elif outcome == "cycle":
+                self._record(lid, np.array([detail], dtype=np.uint64))
 
     def _bins(self, a: Arena, raw: bytes):
         lay = self.lay
         bins = np.frombuffer(raw, dtype="<u8", count=254, offset=lay.ms_bins)
-        bound = len(self.S) + 1
-        for i in range(1, L.NBINS):
-            fd0, bk0 = int(bins[2 * (i - 1)]), int(bins[2 * (i - 1) + 1])
-            b = a.address + lay.ms_bins + (i - 1) * 16 - 16
-            if fd0 == b and bk0 == b:
-                continue
+        base = a.address + lay.ms_bins - 16
+        heads = base + np.arange(1, L.NBINS, dtype=np.uint64) * np.uint64(16) - np.uint64(16)
+        fds, bks = bins[0::2], bins[1::2]
+        for k in np.nonzero((fds != heads) | (bks != heads))[0]:
+            i = int(k) + 1
+            b, fd0, bk0 = int(heads[k]), int(fds[k]), int(bks[k])
             kind = "unsorted" if i == 1 else "smallbin" if i < L.NSMALLBINS else "largebin"
             csize = i << 4 if kind == "smallbin" else None
             nm = L.bin_name(i) + (f" ({csize:#x})" if csize else "") + f" of {a.name}"
@@ -524,65 +596,62 @@ class _Walker:
             if (fd0 == b) != (bk0 == b):
                 self.corrupt(None, f"{nm}: head fd {fd0:#x} / bk {bk0:#x} disagree about emptiness",
                              ["glibc aborts with 'corrupted double-linked list'"], "bin-link")
-            p, prev, pos, seen, last_size = fd0, b, 0, set(), None
-            while p != b and pos < bound:
-                where = f"{nm}, position {pos}"
-                prev_desc = f"chunk {prev:#x}" if prev != b else "the bin head"
-                if p & 15 or not p:
-                    self.corrupt(prev if prev != b else None, f"{nm}: fd of {prev_desc} is {p:#x}, not a chunk",
-                                 [where, "glibc aborts with 'malloc(): smallbin double linked list corrupted' "
-                                  "or 'unsorted double linked list corrupted'"], "bin-link", state="free")
-                    break
-                if p in seen:
-                    self.members.append((p, lid, pos))
-                    self.corrupt(p, f"{nm}: the list loops back to {p:#x} without returning to the bin head",
-                                 [where], "bin-link", state="free")
-                    break
-                seen.add(p)
-                try:
-                    sw, fd, bk = self._node(p)
-                except ReadError:
-                    self.corrupt(prev if prev != b else None, f"{nm}: fd of {prev_desc} is {p:#x}, "
-                                 "which is unreadable", [where], "bin-link", state="free")
-                    break
-                if bk != prev:
-                    self.corrupt(p, f"{nm}: corrupted double-linked list: chunk {p:#x} has bk {bk:#x}, "
-                                 f"expected {prev:#x}", [where, "fd->bk must point back (glibc: "
-                                 "'corrupted double-linked list')"], "bin-link", state="free")
-                s = sw & ~L.SIZE_BITS
-                if kind == "largebin" and last_size is not None and s > last_size:
-                    self.corrupt(p, f"{nm}: chunk {p:#x} (size {s:#x}) breaks the bin's descending size order",
-                                 [where, "glibc keeps large bins sorted by size"], "bin-order",
-                                 severity="warning", state="free")
-                last_size = s
-                self.members.append((p, lid, pos))
-                prev, p = p, fd
-                pos += 1
-            else:
-                if pos and bk0 != prev:
-                    self.corrupt(None, f"{nm}: bin's bk {bk0:#x} is not its last chunk {prev:#x}",
-                                 ["glibc takes chunks from the bk end"], "bin-link")
+            order, outcome, detail = self._follow(lid, fd0, "bin", b, self.tab.n + 1)
+            addrs = self._addrs(order)
+            self._record(lid, addrs)
+            n = len(addrs)
+            last = int(addrs[-1]) if n else None
+            if outcome == "bad":
+                self.corrupt(last, f"{nm}: fd of {'chunk %#x' % last if n else 'the bin head'} is {detail:#x}, "
+                             "not a chunk", [f"{nm}, position {n}", "glibc aborts with 'malloc(): smallbin "
+                             "double linked list corrupted' or 'unsorted double linked list corrupted'"],
+                             "bin-link", state="free")
+            elif outcome == "cycle":
+                self._record(lid, np.array([detail], dtype=np.uint64))
+                self.corrupt(detail, f"{nm}: the list loops back to {detail:#x} without returning to the bin head",
+                             [f"{nm}, position {n}"], "bin-link", state="free")
+            elif outcome == "ok" and n and bk0 != last:
+                self.corrupt(None, f"{nm}: bin's bk {bk0:#x} is not its last chunk {last:#x}",
+                             ["glibc takes chunks from the bk end"], "bin-link")
+            if n:
+                self._check_backlinks(nm, b, addrs, kind)
+
+    def _check_backlinks(self, nm, b, addrs, kind):
+        """Every chunk's bk must point at the one before it (the head for the first)."""
+        idx = self.tab.lookup(addrs)
+        ok = idx >= 0
+        bks = self.S3[np.maximum(idx, 0)] if self.tab.n else np.zeros(len(addrs), np.uint64)
+        prev = np.concatenate([np.array([b], dtype=np.uint64), addrs[:-1]])
+        for j in np.nonzero(ok & (bks != prev))[0]:
+            p = int(addrs[j])
+            self.corrupt(p, f"{nm}: corrupted double-linked list: chunk {p:#x} has bk {int(bks[j]):#x}, "
+                         f"expected {int(prev[j]):#x}", [f"{nm}, position {int(j)}", "fd->bk must point back "
+                         "(glibc: 'corrupted double-linked list')"], "bin-link", state="free")
+        if kind == "largebin" and ok.all() and len(addrs) > 1:
+            sz = self.S1[idx] & np.uint64(~L.SIZE_BITS & _M64)
+            for j in np.nonzero(sz[1:] > sz[:-1])[0]:
+                p = int(addrs[j + 1])
+                self.corrupt(p, f"{nm}: chunk {p:#x} (size {int(sz[j + 1]):#x}) breaks the bin's descending "
+                             "size order", [f"{nm}, position {int(j) + 1}", "glibc keeps large bins sorted"],
+                             "bin-order", severity="warning", state="free")
 
     # --- resync after a smashed size -------------------------------------------------------------
     def _resync(self):
         rounds = 0
-        while self.gaps and rounds < 10000:
+        while self.gaps and rounds < 1000:
             rounds += 1
             gaps, self.gaps = self.gaps, []
-            anchors = sorted({c for c, _, _ in self.members} | self.top_addrs)
+            anchors = sorted(set(self._off) | self.top_addrs)
             grew = False
             for lo, hi, seg in gaps:
-                cand = [c for c in anchors if lo < c < hi and c not in self.pos_of]
-                if seg.top is not None and lo < seg.top < hi and seg.top not in self.pos_of:
-                    cand.append(seg.top)
+                cand = [c for c in anchors if lo < c < hi]
                 resume = None
-                for c in sorted(cand):
+                for c in cand:
                     try:
-                        sw = self.r.u64(c + 8)
+                        s = self.r.u64(c + 8) & ~L.SIZE_BITS
                     except ReadError:
                         continue
-                    s = sw & ~L.SIZE_BITS
-                    if s >= L.MINSIZE and not s & 15 and c + s <= hi or c == seg.top:
+                    if c == seg.top or (s >= L.MINSIZE and not s & 15 and c + s <= hi):
                         resume = c
                         break
                 if resume is None:
@@ -593,82 +662,96 @@ class _Walker:
                 self.unwalked.append((lo, resume))
                 self.notes.append(f"chunk walk resumed at {resume:#x} (a chunk a freelist or top vouches "
                                   f"for); {resume - lo} bytes from {lo:#x} were skipped")
-                n_before = len(self.parts)
-                self._walk_seg(seg, resume) if resume != seg.top else self._top(seg, resume)
-                grew |= len(self.parts) > n_before
+                n_before = sum(len(p[0]) for p in self.parts)
+                if resume == seg.top:
+                    self._top(seg, resume)
+                else:
+                    self._walk_seg(seg, resume)
+                grew |= sum(len(p[0]) for p in self.parts) > n_before
             if grew:
                 self._build_table()
 
     def _validate_members(self):
         """Each freelist entry must be a walked chunk of the right size class and arena."""
-        keep = []
-        S = self.S
-        for chunk, lid, pos in self.members:
-            fl = self.lists[lid]
-            where = f"{fl.name}, position {pos}"
-            i = self.pos_of.get(chunk)
-            if i is None:
-                j = int(np.searchsorted(S, np.uint64(chunk), side="right")) - 1
-                inside = j >= 0 and chunk < int(S[j]) + (int(self.S1[j]) & ~L.SIZE_BITS)
-                if inside:
-                    host = int(S[j])
-                    self.corrupt(host, f"freelist entry {chunk:#x} lies inside chunk {host:#x} "
-                                 f"(size {int(self.S1[j]) & ~L.SIZE_BITS:#x}): a size field or a link is corrupt",
-                                 [where, "overlapping chunks: either the host's size was enlarged by an "
-                                  "overflow or the link was overwritten"], "overlap")
-                elif self._arena_of_addr(chunk) is None:
-                    self.corrupt(None, f"{fl.name}: entry {chunk + 16:#x} is outside every heap",
-                                 [where, "a freelist link was overwritten (use-after-free write or overflow)"],
-                                 "freelist-entry")
-                else:
-                    self.corrupt(None, f"{fl.name}: entry {chunk + 16:#x} is not a chunk boundary",
-                                 [where], "freelist-entry")
-                continue
-            sw = int(self.S1[i])
-            s = sw & ~L.SIZE_BITS
-            if chunk in self.top_addrs:
-                self.corrupt(chunk, f"the top chunk {chunk:#x} is in {fl.name}", [where], "freelist-entry")
-                continue
-            bad = None
-            if fl.kind == "tcache" and L.tcache_index(s) != fl.index:
-                bad = f"size {s:#x} belongs in tcache[{L.tcache_index(s)}]"
-            elif fl.kind == "fastbin" and L.fastbin_index(s) != fl.index:
-                bad = f"size {s:#x} does not belong in this fastbin (glibc: 'malloc(): memory corruption (fast)')"
-            elif fl.kind in ("smallbin", "largebin") and L.bin_index(s) != fl.index:
-                bad = f"size {s:#x} belongs in {L.bin_name(L.bin_index(s))}"
-            elif fl.kind == "unsorted" and (s < L.MINSIZE or s > (self.arenas[fl.arena].system_mem or s)):
-                bad = f"size {s:#x} is invalid (glibc: 'malloc(): invalid size (unsorted)')"
-            if bad:
-                self.corrupt(chunk, f"chunk {chunk:#x} in {fl.name} has the wrong size: {bad}", [where],
-                             "bin-size", state="free" if fl.kind != "tcache" else "cached")
-            if fl.kind != "tcache" and fl.arena is not None and int(self.SA[i]) != fl.arena:
-                self.corrupt(chunk, f"chunk {chunk:#x} of {self.arenas[int(self.SA[i])].name} is in {fl.name}",
-                             [where, "a bin holds only its own arena's chunks"], "bin-arena")
-            keep.append((chunk, lid, pos))
-        self.members = keep
+        if self.m_addr:
+            M = np.concatenate(self.m_addr)
+            lid = np.concatenate(self.m_lid)
+            pos = np.concatenate(self.m_pos)
+        else:
+            M, lid, pos = np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32)
+        idx = self.tab.lookup(M)
+        for j in np.nonzero(idx < 0)[0]:
+            self._off_table_entry(int(M[j]), self.lists[int(lid[j])], int(pos[j]))
+        good = idx >= 0
+        tops = self.tab.lookup(np.array(sorted(self.top_addrs), dtype=np.uint64))
+        for j in np.nonzero(good & np.isin(idx, tops))[0]:
+            fl = self.lists[int(lid[j])]
+            self.corrupt(int(M[j]), f"the top chunk {int(M[j]):#x} is in {fl.name}", [fl.name], "freelist-entry")
+        kinds = np.array([_KIND_CODE[fl.kind] for fl in self.lists] or [0], dtype=np.int8)
+        lindex = np.array([fl.index for fl in self.lists] or [0], dtype=np.int64)
+        larena = np.array([fl.arena if fl.arena is not None else -1 for fl in self.lists] or [0], dtype=np.int64)
+        gi, gl = idx[good], lid[good]
+        cs = (self.S1[gi] & np.uint64(~L.SIZE_BITS & _M64)).astype(np.int64)
+        k = kinds[gl]
+        exp = np.where(k == 0, (cs - L.MINSIZE + 15) // 16,
+                       np.where(k == 1, (cs >> 4) - 2, np.where(k == 2, 1, _bin_index_vec(cs))))
+        ok_unsorted = (cs >= L.MINSIZE)
+        wrong = np.where(k == 2, ~ok_unsorted, exp != lindex[gl])
+        for j in np.nonzero(wrong)[0]:
+            fl, c, s = self.lists[int(gl[j])], int(self.S[gi[j]]), int(cs[j])
+            want = {"tcache": f"tcache[{L.tcache_index(s)}]", "fastbin": f"fastbin[{L.fastbin_index(s)}]"
+                    if s <= 0xB0 else "no fastbin"}.get(fl.kind, L.bin_name(L.bin_index(s)))
+            self.corrupt(c, f"chunk {c:#x} in {fl.name} has size {s:#x}, which belongs in {want}",
+                         [f"{fl.name}, position {int(pos[good][j])}", "a size field was overwritten after free, "
+                          "or the link into this list was" + (" (glibc: 'malloc(): memory corruption (fast)')"
+                                                              if fl.kind == "fastbin" else "")],
+                         "bin-size", state="cached" if fl.kind == "tcache" else "free")
+        wrong_arena = (k != 0) & (larena[gl] >= 0) & (self.SA[gi].astype(np.int64) != larena[gl])
+        for j in np.nonzero(wrong_arena)[0]:
+            fl, c = self.lists[int(gl[j])], int(self.S[gi[j]])
+            self.corrupt(c, f"chunk {c:#x} of {self.arenas[int(self.SA[gi[j]])].name} is in {fl.name}",
+                         [f"{fl.name}, position {int(pos[good][j])}", "a bin holds only its own arena's chunks"],
+                         "bin-arena", state="free")
+        self.M_idx, self.M_lid, self.M_pos = gi, gl, pos[good]
+
+    def _off_table_entry(self, chunk: int, fl: FreeList, pos: int):
+        where = f"{fl.name}, position {pos}"
+        j = self.tab.containing(chunk, self._csize)
+        if j >= 0:
+            host = int(self.S[j])
+            self.corrupt(host, f"freelist entry {chunk:#x} lies inside chunk {host:#x} (size {self._csize(j):#x}):"
+                         " a size field or a link is corrupt", [where, "overlapping chunks: the host's size was "
+                         "enlarged by an overflow, or the link was overwritten"], "overlap")
+        elif any(a <= chunk < b for a, b in self.unwalked):
+            pass                                  # in bytes we could not walk: already reported
+        elif self._arena_of_addr(chunk) is None:
+            self.corrupt(None, f"{fl.name}: entry {chunk + 16:#x} is outside every heap",
+                         [where, "a freelist link was overwritten (use-after-free write or overflow)"],
+                         "freelist-entry")
+        else:
+            self.corrupt(None, f"{fl.name}: entry {chunk + 16:#x} is not a chunk boundary", [where],
+                         "freelist-entry")
 
     # --- classification and cross-checks ------------------------------------------------------------
     def _classify(self):
-        n = len(self.S)
+        n = self.tab.n
         state = np.zeros(n, dtype=np.uint8)
         where = np.full(n, -1, dtype=np.int32)
         recency = np.full(n, -1, dtype=np.int32)
-        for t in self.top_addrs:
-            i = self.pos_of.get(t)
-            if i is not None:
-                state[i] = TOP
-        groups = defaultdict(list)
-        for chunk, lid, pos in self.members:
-            groups[chunk].append((lid, pos))
-        for chunk, ms in groups.items():
-            i = self.pos_of[chunk]
-            lid, pos = ms[0]
-            kinds = {self.lists[l].kind for l, _ in ms}
-            state[i] = CACHED if "tcache" in kinds else FREE
-            first = next(((l, p) for l, p in ms if self.lists[l].kind == "tcache"), ms[0])
-            where[i], recency[i] = first
-            if len(ms) > 1:
-                self._double_free(chunk, ms)
+        tops = self.tab.lookup(np.array(sorted(self.top_addrs), dtype=np.uint64))
+        state[tops[tops >= 0]] = TOP
+        gi, gl, gp = self.M_idx, self.M_lid, self.M_pos
+        if len(gi):
+            is_tc = np.array([fl.kind == "tcache" for fl in self.lists], dtype=bool)[gl]
+            order = np.lexsort((gp, ~is_tc, gi))          # per chunk: tcache membership first
+            gi, gl, gp, is_tc = gi[order], gl[order], gp[order], is_tc[order]
+            uniq, first, counts = np.unique(gi, return_index=True, return_counts=True)
+            state[uniq] = np.where(is_tc[first], CACHED, FREE)
+            where[uniq] = gl[first]
+            recency[uniq] = gp[first]
+            for u, f0, c in zip(uniq[counts > 1], first[counts > 1], counts[counts > 1]):
+                ms = list(zip(gl[f0:f0 + c].tolist(), gp[f0:f0 + c].tolist()))
+                self._double_free(int(self.S[u]), ms)
         return state, where, recency
 
     def _double_free(self, chunk, ms):
@@ -777,6 +860,57 @@ class _Walker:
         wh = np.concatenate([where, np.full(n_mm, -1, dtype=np.int32)])
         rc = np.concatenate([recency, np.full(n_mm, -1, dtype=np.int32)])
         return HeapIndex(start, size, st, ar, wh, rc, user_offset=L.CHUNK_HDR_SZ, usable_delta=L.SIZE_SZ)
+
+
+class _Windows:
+    """Fixed WINDOW-sized bulk reads of [lo, hi) (plus 64 bytes of overlap so a chunk starting
+    near a window's end has its header in it); the next window is prefetched on a worker thread
+    when the target has a thread-safe reader, so reading overlaps parsing."""
+
+    def __init__(self, target: Target, lo: int, hi: int, pool):
+        self.t, self.lo, self.hi, self.pool = target, lo, hi, pool
+        self.fast = target.threadsafe_reader() if pool is not None else None
+        self.pending = None                        # (window number, future)
+
+    def _span(self, k: int):
+        a = self.lo + k * WINDOW
+        return a, min(self.hi, a + WINDOW + 64) - a
+
+    def _read(self, k: int) -> bytes:
+        a, n = self._span(k)
+        if self.fast is not None:
+            try:
+                return self.fast(a, n)
+            except ReadError:
+                pass
+        return self.t.read(a, n)                   # main thread: the debugger's own path
+
+    def get(self, pos: int):
+        k = (pos - self.lo) // WINDOW
+        buf = None
+        if self.pending is not None:
+            pk, fut = self.pending
+            self.pending = None
+            try:
+                data = fut.result()
+            except Exception:                      # a failed prefetch is simply read again
+                data = None
+            if pk == k and data is not None:
+                buf = data
+        if buf is None:
+            buf = self._read(k)
+        if self.fast is not None and self.lo + (k + 1) * WINDOW < self.hi:
+            a, n = self._span(k + 1)
+            self.pending = (k + 1, self.pool.submit(self.fast, a, n))
+        return self.lo + k * WINDOW, buf
+
+    def close(self):
+        if self.pending is not None:
+            try:
+                self.pending[1].result()
+            except Exception:
+                pass
+            self.pending = None
 
 
 def _u64(raw: bytes, off: int) -> int:
