@@ -1,0 +1,115 @@
+"""Build the C test programs and run them under real gdb, live and from gcore cores."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRAMS = os.path.join(ROOT, "tests", "programs")
+GDBINIT = os.path.join(ROOT, "gdb_plugin", "gdbinit.py")
+PROBE = os.path.join(ROOT, "tests", "gdb_probe.py")
+BUILD = os.path.join(tempfile.gettempdir(), f"heaplens-tests-{os.getuid()}")
+
+
+def build(name: str, opt: str = "-O0", src_dir: str = PROGRAMS, extra=()) -> str:
+    """Compile src_dir/NAME.c with debug info; cached per (source mtime, flags)."""
+    os.makedirs(BUILD, exist_ok=True)
+    src = os.path.join(src_dir, name + ".c")
+    exe = os.path.join(BUILD, f"{name}{opt}{''.join(extra)}".replace("/", "_"))
+    if not os.path.exists(exe) or os.path.getmtime(exe) < max(
+            os.path.getmtime(src), os.path.getmtime(os.path.join(PROGRAMS, "truth.h"))):
+        subprocess.run(["gcc", "-g", opt, "-pthread", "-o", exe, src, *extra], check=True,
+                       capture_output=True, text=True)
+    return exe
+
+
+@dataclass
+class Truth:
+    live: Dict[int, int] = field(default_factory=dict)
+    freed: Dict[int, int] = field(default_factory=dict)
+    mmapped: Dict[int, int] = field(default_factory=dict)
+    expect: List[tuple] = field(default_factory=list)      # (kind, address)
+    threads: List[int] = field(default_factory=list)
+
+
+def read_truth(path: str) -> Truth:
+    t = Truth()
+    for line in open(path):
+        f = line.split()
+        if not f:
+            continue
+        if f[0] in ("live", "freed", "mmapped"):
+            getattr(t, f[0])[int(f[1], 16)] = int(f[2])
+        elif f[0] == "expect":
+            t.expect.append((f[1], int(f[2], 16)))
+        elif f[0] == "thread":
+            t.threads.append(int(f[1]))
+    return t
+
+
+@dataclass
+class Run:
+    check: dict
+    stats: dict
+    infos: Dict[int, dict]
+    texts: Dict[str, str]
+    truth: Optional[Truth]
+    stdout: str
+    core: Optional[str] = None
+
+    def findings(self, kind=None, severities=("critical", "warning")):
+        return [f for f in self.check["findings"]
+                if (kind is None or f["kind"] == kind) and f["severity"] in severities]
+
+
+def gdb_cmd(nodebug: bool) -> List[str]:
+    cmd = ["gdb", "-nx", "-q", "-batch", "-iex", "set debuginfod enabled off"]
+    if nodebug:               # gdb must not find libc6-dbg: the structure path is exercised
+        cmd += ["-iex", "set debug-file-directory /nonexistent"]
+    return cmd + ["-iex", "set pagination off", "-iex", "set confirm off", "-x", GDBINIT]
+
+
+def run_live(exe: str, args=(), nodebug=False, gcore=True, extra=(), timeout=300, workdir=None) -> Run:
+    """Run exe under gdb to heaplens_checkpoint, probe, optionally gcore."""
+    out = tempfile.mkdtemp(prefix="hl-", dir=workdir)
+    env = dict(os.environ, HL_OUT=out, HL_TRUTH=os.path.join(out, "truth.txt"),
+               HEAPLENS_TRUTH=os.path.join(out, "truth.txt"), HL_EXTRA=";".join(extra))
+    core = os.path.join(out, "core") if gcore else None
+    if core:
+        env["HL_GCORE"] = core
+    cmd = gdb_cmd(nodebug) + ["-ex", "break heaplens_checkpoint", "-ex", "run " + " ".join(args),
+                              "-ex", f"source {PROBE}", "-ex", "kill", "--args", exe]
+    return _finish(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout), out, core)
+
+
+def run_core(exe: str, core: str, truth_dir: str, nodebug=False, extra=(), timeout=300) -> Run:
+    out = tempfile.mkdtemp(prefix="hl-core-", dir=os.path.dirname(truth_dir))
+    shutil.copy(os.path.join(truth_dir, "truth.txt"), os.path.join(out, "truth.txt"))
+    env = dict(os.environ, HL_OUT=out, HL_TRUTH=os.path.join(out, "truth.txt"), HL_EXTRA=";".join(extra))
+    env.pop("HL_GCORE", None)
+    cmd = gdb_cmd(nodebug) + ["-ex", f"source {PROBE}", exe, core]
+    return _finish(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout), out, None)
+
+
+def _finish(p: subprocess.CompletedProcess, out: str, core: Optional[str]) -> Run:
+    text = p.stdout + p.stderr
+    if "Traceback" in text:
+        raise AssertionError(f"Python traceback in gdb output:\n{text[-3000:]}")
+    try:
+        probe = json.load(open(os.path.join(out, "probe.json")))
+    except OSError:
+        raise AssertionError(f"the gdb probe did not run:\n{text[-3000:]}")
+
+    def load(name):
+        path = os.path.join(out, name)
+        return json.load(open(path)) if os.path.exists(path) else None
+    truth_path = os.path.join(out, "truth.txt")
+    truth = read_truth(truth_path) if os.path.exists(truth_path) else None
+    infos = {int(k): v for k, v in probe["infos"].items()}
+    return Run(load("check.json"), load("stats.json"), infos, probe["texts"], truth, text,
+               core if core and os.path.exists(core) else None)
