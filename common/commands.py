@@ -93,8 +93,11 @@ def _finish(command: str, args: Args, snaps, payload, text, fail=None) -> Result
 HEAP_CHECK_USAGE = "heap-check [--json PATH] [--fail-on critical|warning|info]"
 
 
-def run_heap_check(target: Target, argstr: str = "", cache_key=None) -> Result:
-    args = parse_args(argstr, False, True, HEAP_CHECK_USAGE)
+def parse_heap_check(argstr: str) -> Args:
+    return parse_args(argstr, False, True, HEAP_CHECK_USAGE)
+
+
+def run_heap_check(target: Target, args: Args, cache_key=None) -> Result:
     t0 = time.perf_counter()
     snaps, skipped = snapshots(target, cache_key)
     findings = sort_findings([f for s in snaps for f in s.findings])
@@ -265,8 +268,15 @@ def _render_info(d: Dict[str, Any]) -> str:
 HEAP_STATS_USAGE = "heap-stats [--json PATH]"
 
 
-def run_heap_stats(target: Target, argstr: str = "", cache_key=None) -> Result:
-    args = parse_args(argstr, False, False, HEAP_STATS_USAGE)
+def parse_heap_stats(argstr: str) -> Args:
+    return parse_args(argstr, False, False, HEAP_STATS_USAGE)
+
+
+def parse_info_alloc(argstr: str) -> Args:
+    return parse_args(argstr, True, False, INFO_ALLOC_USAGE)
+
+
+def run_heap_stats(target: Target, args: Args, cache_key=None) -> Result:
     snaps, _ = snapshots(target, cache_key)
     stats = [heap_stats(s) for s in snaps]
     payload = {"target": target.describe(), "heaps": stats}

@@ -33,9 +33,12 @@ def guarded(name):
     """Run a command body; known problems become one sentence, nothing becomes a traceback."""
     def wrap(fn):
         def run(self, arg, from_tty):
-            target = None
+            made = []
+
+            def target():                              # made after the arguments are checked
+                made.append(GdbTarget())
+                return made[-1]
             try:
-                target = GdbTarget()
                 fn(self, target, arg or "")
             except gdb.GdbError:
                 raise
@@ -54,8 +57,8 @@ def guarded(name):
                 raise gdb.GdbError(f"{name}: internal error ({type(e).__name__}: {e}); "
                                    f"details in {LOG} — please report it")
             finally:
-                if target is not None:
-                    target.close()
+                for t in made:
+                    t.close()
         return run
     return wrap
 
@@ -72,7 +75,9 @@ command fail when a finding of that severity or worse exists (for gdb -batch).""
 
     @guarded("heap-check")
     def invoke(self, target, arg):
-        _emit(C.run_heap_check(target, arg, _cache_key(target)))
+        args = C.parse_heap_check(arg)
+        t = target()
+        _emit(C.run_heap_check(t, args, _cache_key(t)))
 
 
 class HeapStats(gdb.Command):
@@ -84,7 +89,9 @@ Usage: heap-stats [--json PATH]"""
 
     @guarded("heap-stats")
     def invoke(self, target, arg):
-        _emit(C.run_heap_stats(target, arg, _cache_key(target)))
+        args = C.parse_heap_stats(arg)
+        t = target()
+        _emit(C.run_heap_stats(t, args, _cache_key(t)))
 
 
 class InfoAlloc(gdb.Command):
@@ -100,9 +107,10 @@ pointer's static type fits in the chunk."""
 
     @guarded("info alloc")
     def invoke(self, target, arg):
-        args = C.parse_args(arg, True, False, C.INFO_ALLOC_USAGE)
+        args = C.parse_info_alloc(arg)
+        t = target()
         ptr = evaluate_pointer(args.rest)
-        _emit(C.run_info_alloc(target, ptr, args, _cache_key(target)))
+        _emit(C.run_info_alloc(t, ptr, args, _cache_key(t)))
 
 
 def evaluate_pointer(expr: str) -> C.Pointer:

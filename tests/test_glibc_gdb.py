@@ -139,6 +139,8 @@ def test_double_free_reported_at_the_pointer(prog, args, mode, nodebug):
 def test_tcache_and_fastbin_double_free_names_both_lists():
     live, _ = scenario("tcache_double_free", ("cross",), "-O0", False)
     f = live.findings("double-free")[0]
+    assert "was freed twice: it is in tcache[1] (0x30) of thread 1 and fastbin[1] (0x30) of main_arena" \
+        in f["message"], f["message"]
     assert any(e.startswith("in tcache[1] (0x30) of thread 1") for e in f["evidence"]), f["evidence"]
     assert any(e.startswith("in fastbin[1] (0x30) of main_arena") for e in f["evidence"]), f["evidence"]
 
@@ -202,3 +204,27 @@ def test_loading_twice_and_bad_arguments_are_harmless(tmp_path):
     assert "the program is not running and no core file is loaded" in out
     assert "unknown option --bogus" in out
     assert "usage" in out.lower()
+
+
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+
+@pytest.mark.skipif(not os.path.exists(JEMALLOC), reason="libjemalloc2 is not installed")
+def test_program_using_another_allocator_gets_one_sentence():
+    exe = build("clean_small")
+    p = subprocess.run(gdb_cmd(False) + ["-ex", f"set environment LD_PRELOAD={JEMALLOC}",
+                                         "-ex", "break heaplens_checkpoint", "-ex", "run", "-ex", "heap-check", exe],
+                       capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    assert "Traceback" not in out and "metadata-corruption" not in out
+    assert "heap-check: glibc's malloc has never been used in this program" in out
+    assert "libjemalloc.so.2" in out
+
+
+def test_static_binary_gets_one_sentence():
+    exe = build("clean_small", "-O0", extra=("-static",))
+    p = subprocess.run(gdb_cmd(False) + ["-ex", "break heaplens_checkpoint", "-ex", "run", "-ex", "heap-check", exe],
+                       capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    assert "Traceback" not in out
+    assert "heap-check: no glibc (libc.so.6) is loaded in this program" in out

@@ -29,11 +29,12 @@ from ..snapshot import HeapSnapshot
 from ..target import ReadError, Region, Target, region_index
 from . import glibc_layout as L
 from .chunktable import ChunkTable
-from .glibc_locate import GlibcRoots, choose_tls_slot, locate
+from .glibc_locate import GlibcRoots, NotGlibc, choose_tls_slot, locate
 
 WINDOW = 8 << 20            # bytes of heap parsed per bulk read
 MAX_PER_CHECK = 25          # findings of one rule before they are summarised
 MAX_ARENAS = 1024
+RESYNC_SCAN = 4 << 20       # bytes searched for a chain of valid chunks after a corrupt one
 
 _BINNED = ("unsorted", "smallbin", "largebin")
 _KIND_CODE = {"tcache": 0, "fastbin": 1, "unsorted": 2, "smallbin": 3, "largebin": 3}
@@ -109,6 +110,7 @@ class _Walker:
         t0 = time.perf_counter()
         self._read_mp()
         self._read_arenas()
+        self._check_initialised()
         for a in self.arenas:
             self._segments(a)
         for seg in self.segs:
@@ -188,6 +190,18 @@ class _Walker:
                              ["glibc walks this ring in arena_get2/reused_arena"], "arena-list")
                 break
             addr = nxt
+
+    def _check_initialised(self):
+        """glibc initialises main_arena's bins on the first malloc; all-zero bins mean glibc's
+        malloc never ran (the program uses another allocator, or has not allocated yet)."""
+        raw = self.arena_raw[0]
+        lay = self.lay
+        if _u64(raw, lay.ms_top) == 0 and not any(raw[lay.ms_bins:lay.ms_bins + 254 * 8]):
+            others = [o.path for o in self.t.objfiles()
+                      if any(k in os.path.basename(o.path) for k in ("jemalloc", "tcmalloc", "mimalloc", "hoard"))]
+            why = (f"the program uses {', '.join(os.path.basename(p) for p in others)} instead, which heaplens "
+                   "does not walk yet" if others else "it has not allocated yet, or uses another allocator")
+            raise NotGlibc(f"glibc's malloc has never been used in this program (main_arena is uninitialised): {why}")
 
     def _segments(self, a: Arena):
         lay, raw = self.lay, self.arena_raw[a.number]
@@ -379,6 +393,16 @@ class _Walker:
     def _csize(self, i: int) -> int:
         return int(self.S1[i]) & ~L.SIZE_BITS
 
+    def _where(self, addr: int) -> str:
+        """Where an address points, for evidence: 'in /path/prog', 'in [stack]', 'unmapped'."""
+        a = self._arena_of_addr(addr)
+        if a is not None:
+            return f"inside {self.arenas[a].name}'s heap but not a chunk start"
+        reg = self.region_of(addr & _M64)
+        if reg is None:
+            return "not mapped"
+        return f"in {reg.path or 'an anonymous mapping'} ({reg.perms})"
+
     def _arena_of_addr(self, addr: int) -> Optional[int]:
         for s in self.segs:
             if s.lo <= addr < s.hi:
@@ -470,6 +494,8 @@ class _Walker:
                 continue
             if c in seen or len(order) >= bound:             # off the walked table: read it
                 return order, ("cycle" if c in seen else "bound"), c
+            if self._arena_of_addr(c) is None:               # outside every heap: a smashed link
+                return order, "bad", c
             try:
                 raw = self.r.u64(c + 16)
             except ReadError:
@@ -530,6 +556,7 @@ class _Walker:
                 if outcome == "bad":
                     self.corrupt(last, f"{name}: link to invalid address {(detail + 16) & _M64:#x} after "
                                  f"{len(addrs)} entries", [f"{name}, position {len(addrs)}",
+                                 f"{(detail + 16) & _M64:#x} is {self._where(detail + 16)}",
                                  "glibc aborts with 'malloc(): unaligned tcache chunk detected'"],
                                  "tcache-link", state="cached")
                 elif outcome == "cycle":
@@ -574,7 +601,7 @@ class _Walker:
             if outcome == "bad":
                 last = int(addrs[-1]) if len(addrs) else None
                 self.corrupt(last, f"{name}: link to invalid address {detail:#x} after {len(addrs)} entries",
-                             [f"{name}, position {len(addrs)}",
+                             [f"{name}, position {len(addrs)}", f"{detail:#x} is {self._where(detail)}",
                               "glibc aborts with 'malloc(): unaligned fastbin chunk detected'"],
                              "fastbin-link", state="free")
             elif outcome == "cycle":
@@ -603,7 +630,8 @@ class _Walker:
             last = int(addrs[-1]) if n else None
             if outcome == "bad":
                 self.corrupt(last, f"{nm}: fd of {'chunk %#x' % last if n else 'the bin head'} is {detail:#x}, "
-                             "not a chunk", [f"{nm}, position {n}", "glibc aborts with 'malloc(): smallbin "
+                             "not a chunk", [f"{nm}, position {n}", f"{detail:#x} is {self._where(detail)}",
+                                             "glibc aborts with 'malloc(): smallbin "
                              "double linked list corrupted' or 'unsorted double linked list corrupted'"],
                              "bin-link", state="free")
             elif outcome == "cycle":
@@ -637,6 +665,10 @@ class _Walker:
 
     # --- resync after a smashed size -------------------------------------------------------------
     def _resync(self):
+        """Recover the chunks after a corrupt size field. From the first trusted chunk beyond it
+        (a freelist entry or top), find the first position after the bad header whose chain of
+        valid sizes lands exactly on that anchor: the chunks are walked from there, and the
+        corrupt chunk gets the size it must have had."""
         rounds = 0
         while self.gaps and rounds < 1000:
             rounds += 1
@@ -644,32 +676,80 @@ class _Walker:
             anchors = sorted(set(self._off) | self.top_addrs)
             grew = False
             for lo, hi, seg in gaps:
-                cand = [c for c in anchors if lo < c < hi]
-                resume = None
-                for c in cand:
+                cand = [c for c in anchors if lo < c < hi and self.tab.idx(c) < 0]
+                if seg.top is not None and lo < seg.top < hi and self.tab.idx(seg.top) < 0:
+                    cand.append(seg.top)
+                anchor = None
+                for c in sorted(set(cand)):
                     try:
                         s = self.r.u64(c + 8) & ~L.SIZE_BITS
                     except ReadError:
                         continue
                     if c == seg.top or (s >= L.MINSIZE and not s & 15 and c + s <= hi):
-                        resume = c
+                        anchor = c
                         break
-                if resume is None:
+                if anchor is None:
                     self.unwalked.append((lo, hi))
                     self.notes.append(f"heap bytes {lo:#x}-{hi:#x} ({hi - lo} bytes) could not be walked "
                                       "after a corrupt chunk; no freelist entry there to resume from")
                     continue
-                self.unwalked.append((lo, resume))
-                self.notes.append(f"chunk walk resumed at {resume:#x} (a chunk a freelist or top vouches "
-                                  f"for); {resume - lo} bytes from {lo:#x} were skipped")
-                n_before = sum(len(p[0]) for p in self.parts)
+                resume = self._chain_to(lo, anchor) or anchor
+                before = sum(len(p[0]) for p in self.parts)
+                if resume != anchor:
+                    self._infer_chunk(lo, resume, seg)
+                else:
+                    self.unwalked.append((lo, anchor))
+                    self.notes.append(f"chunk walk resumed at {anchor:#x} (a chunk a freelist or top vouches "
+                                      f"for); {anchor - lo} bytes from {lo:#x} could not be parsed")
                 if resume == seg.top:
                     self._top(seg, resume)
                 else:
                     self._walk_seg(seg, resume)
-                grew |= sum(len(p[0]) for p in self.parts) > n_before
+                grew |= sum(len(p[0]) for p in self.parts) > before
             if grew:
                 self._build_table()
+
+    def _chain_to(self, bad: int, anchor: int) -> Optional[int]:
+        """The lowest 16-aligned position p (bad+32 <= p <= anchor) whose chain of plausible
+        chunk sizes reaches `anchor` exactly, or None. Bounded to RESYNC_SCAN bytes."""
+        if anchor - bad > RESYNC_SCAN or anchor - bad < L.MINSIZE:
+            return None
+        try:
+            raw = self.r.read(bad, anchor - bad)
+        except ReadError:
+            return None
+        w = np.frombuffer(raw, dtype="<u8")
+        K = (anchor - bad) >> 4
+        sz = (w[1::2] & np.uint64(~L.SIZE_BITS & _M64)).astype(np.int64)[:K]
+        k = np.arange(K, dtype=np.int64)
+        nxt = np.where((sz >= L.MINSIZE) & (sz & 15 == 0), k + (sz >> 4), K + 1)
+        nxt = nxt.tolist()
+        reach = bytearray(K + 2)
+        reach[K] = 1
+        for j in range(K - 1, 1, -1):                  # sizes only grow addresses: one backward pass
+            n = nxt[j]
+            if n <= K and reach[n]:
+                reach[j] = 1
+        for j in range(2, K + 1):
+            if reach[j]:
+                return bad + 16 * j
+        return None
+
+    def _infer_chunk(self, lo: int, resume: int, seg: _Seg):
+        """The corrupt chunk spans [lo, resume): enter it with that size so lookups work."""
+        size = resume - lo
+        flags = L.PREV_INUSE | (L.NON_MAIN_ARENA if seg.arena else 0)
+        try:
+            w0, _, w2, w3 = self.r.words(lo, 4)
+        except ReadError:
+            w0 = w2 = w3 = 0
+        self.parts.append((np.array([lo], np.uint64), np.array([w0], np.uint64), np.array([size | flags], np.uint64),
+                           np.array([w2], np.uint64), np.array([w3], np.uint64), np.array([seg.arena], np.int16)))
+        for f in self.findings:
+            if f.chunk and f.chunk.get("start") == lo and f.check == "chunk-size":
+                f.evidence.append(f"the next valid chunk starts at {resume:#x}, so this chunk's size was "
+                                  f"probably {size:#x}; the walk resumed there")
+                f.chunk["size"] = size
 
     def _validate_members(self):
         """Each freelist entry must be a walked chunk of the right size class and arena."""
@@ -758,13 +838,13 @@ class _Walker:
         descs = []
         for lid, pos in ms:
             fl = self.lists[lid]
-            d = f"in {fl.name} at position {pos}"
-            if fl.thread is not None:
-                d += f" (thread {fl.thread}, LWP {fl.tid})"
-            descs.append(d)
-        same = len({l for l, _ in ms}) == 1
-        msg = (f"chunk {chunk + 16:#x} is in {self.lists[ms[0][0]].name} twice (the list loops): freed twice"
-               if same else f"chunk {chunk + 16:#x} is in {len(ms)} freelists at once: freed twice")
+            lwp = f" (LWP {fl.tid})" if fl.thread is not None else ""
+            descs.append(f"in {fl.name}{lwp} at position {pos}" + (" (freed most recently)" if pos == 0 else ""))
+        names = [self.lists[l].name for l, _ in ms]
+        if len(set(names)) == 1:
+            msg = f"{chunk + 16:#x} was freed twice: it is in {names[0]} twice (the list loops)"
+        else:
+            msg = f"{chunk + 16:#x} was freed twice: it is in {' and '.join(dict.fromkeys(names))}"
         ev = descs + ["the next two mallocs of this size will both return it"]
         self.find("double-free", "critical", chunk, msg, ev, "freelist-duplicate",
                   state="cached" if any(self.lists[l].kind == "tcache" for l, _ in ms) else "free")
