@@ -56,5 +56,8 @@ class CoreTarget(Target):
                     return v + obj.base
         return None
 
+    def warnings(self):
+        return self.core.warnings
+
     def describe(self) -> str:
         return f"core file {self.core.path}"

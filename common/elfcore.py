@@ -16,6 +16,12 @@ from typing import Dict, List, Optional, Tuple
 from .target import ReadError, Region, TargetError
 
 PT_LOAD, PT_NOTE = 1, 4
+
+
+class MissingFromCore(ReadError):
+    """The core describes these bytes but does not hold them, and no file has their real
+    contents (writable memory of a truncated core). Nobody may substitute the file's bytes."""
+
 NT_PRSTATUS, NT_FILE = 1, 0x46494C45
 # x86-64 user_regs_struct order inside elf_prstatus.pr_reg (offset 112)
 _REGS = ("r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags "
@@ -50,6 +56,7 @@ class CoreFile:
         self.files: List[Tuple[int, int, int, str]] = []           # start, end, file offset, path
         self.threads: List[CoreThread] = []
         self.truncated = False
+        self.missing_bytes = 0
         for i in range(min(phnum, 1 << 16)):
             o = phoff + i * phentsize
             if o + 56 > self._size:
@@ -59,6 +66,7 @@ class CoreFile:
             if p_type == PT_LOAD:
                 if p_off + p_filesz > self._size:
                     self.truncated = True
+                    self.missing_bytes += p_off + p_filesz - max(self._size, p_off)
                     p_filesz = max(0, self._size - p_off)
                 self.segments.append((p_vaddr, p_memsz, p_off, p_filesz, p_flags))
             elif p_type == PT_NOTE:
@@ -101,7 +109,7 @@ class CoreFile:
             i = bisect.bisect_right(self._starts, addr) - 1
             if i < 0:
                 raise ReadError(addr, size, "not in the core")
-            vaddr, memsz, off, filesz, _ = self.segments[i]
+            vaddr, memsz, off, filesz, flags = self.segments[i]
             if addr >= vaddr + memsz:
                 raise ReadError(addr, size, "not in the core")
             n = min(size, vaddr + memsz - addr)
@@ -114,6 +122,8 @@ class CoreFile:
                     out += self._pread(off + rel, n)
                 else:
                     n = min(n, memsz - rel)
+                    if flags & 2:                        # writable: the file holds stale bytes
+                        raise MissingFromCore(addr, n, "left out of the core (truncated?)")
                     out += self._read_file_backed(addr, n)
             addr += n
             size -= n
@@ -152,6 +162,13 @@ class CoreFile:
                 path, foff = self.files[j][3], self.files[j][2] + vaddr - self.files[j][0]
             out.append(Region(vaddr, vaddr + memsz, perms, path, foff, in_snapshot=filesz >= memsz))
         return out
+
+    @property
+    def warnings(self):
+        if not self.truncated:
+            return []
+        return [f"the core file is truncated: {self.missing_bytes:,} bytes of memory it describes are missing "
+                f"(it ends at byte {self._size:,}); what lay there is not analysed"]
 
     def close(self) -> None:
         try:

@@ -116,6 +116,10 @@ class Target:
         pread on /proc/PID/mem, or a core's mmap), used to prefetch bulk windows; or None."""
         return None
 
+    def warnings(self) -> List[str]:
+        """Problems with the snapshot itself (a truncated core...), for every report."""
+        return []
+
     def generation(self) -> int:
         """Changes whenever the inferior may have changed (resumed, memory written)."""
         return 0

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import gdb  # noqa: F401  (only the adapters import gdb)
 
-from common.elfcore import CoreFile
+from common.elfcore import CoreFile, MissingFromCore
 from common.objfiles import objfiles_from_regions
 from common.procmaps import read_maps
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
@@ -92,6 +92,8 @@ class GdbTarget(Target):
         elif self.core is not None:
             try:
                 return self.core.read(addr, size)
+            except MissingFromCore:
+                raise                                    # gdb would serve the file's stale bytes
             except ReadError:
                 pass                                     # gdb may know the file-backed bytes
         try:
@@ -208,6 +210,9 @@ class GdbTarget(Target):
             return StructLayout(name, t.sizeof, fields)
         except (gdb.error, TypeError):
             return None
+
+    def warnings(self):
+        return self.core.warnings if self.core is not None else []
 
     def generation(self) -> int:
         return _generation

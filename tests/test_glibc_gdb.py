@@ -228,3 +228,37 @@ def test_static_binary_gets_one_sentence():
     out = p.stdout + p.stderr
     assert "Traceback" not in out
     assert "heap-check: no glibc (libc.so.6) is loaded in this program" in out
+
+
+def kernel_core(tmp_path):
+    """A core written by the kernel (headers first, as real crash cores are), or skip."""
+    import glob
+    import resource
+    if open("/proc/sys/kernel/core_pattern").read().strip()[:1] == "|":
+        pytest.skip("kernel cores are piped to a handler on this machine")
+    exe = build("crash_core")
+
+    def unlimited():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    subprocess.run([exe], cwd=str(tmp_path), preexec_fn=unlimited, capture_output=True)
+    cores = glob.glob(str(tmp_path / "core*"))
+    if not cores:
+        pytest.skip("the kernel wrote no core file here")
+    return exe, cores[0]
+
+
+def test_truncated_kernel_core_gives_a_sentence_not_a_wrong_answer(tmp_path):
+    exe, core = kernel_core(tmp_path)
+    p = subprocess.run(gdb_cmd(False) + ["-ex", "heap-check", exe, core], capture_output=True, text=True,
+                       timeout=120)
+    assert "No heap errors found." in p.stdout and "2,00" in p.stdout, p.stdout + p.stderr
+    data = open(core, "rb").read()
+    for frac in (0.6, 0.3):
+        cut = str(tmp_path / f"cut{int(frac * 100)}")
+        open(cut, "wb").write(data[:int(len(data) * frac)])
+        p = subprocess.run(gdb_cmd(False) + ["-ex", "heap-check", exe, cut], capture_output=True, text=True,
+                           timeout=120)
+        out = p.stdout + p.stderr
+        assert "Traceback" not in out and "internal error" not in out
+        assert "the core file is truncated" in out, out[-2000:]
+        assert "never been used" not in out          # the stale file image must not be believed

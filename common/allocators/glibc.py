@@ -72,14 +72,13 @@ class _Walker:
         self.threads = target.threads()
         self.findings: List[Finding] = []
         self.per_check: Counter = Counter()
-        self.notes: List[str] = list(roots.notes)
+        self.notes: List[str] = list(target.warnings()) + list(roots.notes)
         self.lists: List[FreeList] = []
         self.arenas: List[Arena] = []
         self.arena_raw: List[bytes] = []
         self.segs: List[_Seg] = []
         self.parts: List[tuple] = []      # (starts, w0, w1, w2, w3, arena) numpy arrays
         self.gaps: List[tuple] = []       # (start, end, seg) not parsed yet
-        self.members: List[tuple] = []    # (chunk, list id, position)
         self.unwalked: List[tuple] = []
 
     # --- findings ----------------------------------------------------------------------------
@@ -94,6 +93,13 @@ class _Walker:
             chunk = {"start": chunk_addr, "size": size, "state": state}
         addr = chunk_addr + L.CHUNK_HDR_SZ if chunk_addr is not None else None
         self.findings.append(Finding(kind, severity, addr, message, list(evidence), chunk, None, check))
+
+    def capped(self, check: str, idx) -> "np.ndarray":
+        """The first MAX_PER_CHECK hits of a vectorised check; the rest are only counted."""
+        idx = np.asarray(idx)
+        if len(idx) > MAX_PER_CHECK:
+            self.per_check[check] += len(idx) - MAX_PER_CHECK
+        return idx[:MAX_PER_CHECK]
 
     def corrupt(self, chunk_addr, message, evidence=(), check="", severity="critical", state=None):
         self.find("metadata-corruption", severity, chunk_addr, message, evidence, check, state)
@@ -580,7 +586,7 @@ class _Walker:
             if len(vals) == 0 or (cnt.max() < 2 and len(vals) > 1):
                 return
             key = int(vals[np.argmax(cnt)])
-        for j in np.nonzero((idx >= 0) & (keys != np.uint64(key)))[0]:
+        for j in self.capped("tcache-key", np.nonzero((idx >= 0) & (keys != np.uint64(key)))[0]):
             chunk, k = int(addrs[j]), int(keys[j])
             self.corrupt(chunk, f"tcache entry {chunk + 16:#x} has its key overwritten ({k:#x})",
                          [f"every tcache entry's key field ({chunk + 24:#x}) holds tcache_key {key:#x}",
@@ -650,14 +656,14 @@ class _Walker:
         ok = idx >= 0
         bks = self.S3[np.maximum(idx, 0)] if self.tab.n else np.zeros(len(addrs), np.uint64)
         prev = np.concatenate([np.array([b], dtype=np.uint64), addrs[:-1]])
-        for j in np.nonzero(ok & (bks != prev))[0]:
+        for j in self.capped("bin-link", np.nonzero(ok & (bks != prev))[0]):
             p = int(addrs[j])
             self.corrupt(p, f"{nm}: corrupted double-linked list: chunk {p:#x} has bk {int(bks[j]):#x}, "
                          f"expected {int(prev[j]):#x}", [f"{nm}, position {int(j)}", "fd->bk must point back "
                          "(glibc: 'corrupted double-linked list')"], "bin-link", state="free")
         if kind == "largebin" and ok.all() and len(addrs) > 1:
             sz = self.S1[idx] & np.uint64(~L.SIZE_BITS & _M64)
-            for j in np.nonzero(sz[1:] > sz[:-1])[0]:
+            for j in self.capped("bin-order", np.nonzero(sz[1:] > sz[:-1])[0]):
                 p = int(addrs[j + 1])
                 self.corrupt(p, f"{nm}: chunk {p:#x} (size {int(sz[j + 1]):#x}) breaks the bin's descending "
                              "size order", [f"{nm}, position {int(j) + 1}", "glibc keeps large bins sorted"],
@@ -760,7 +766,7 @@ class _Walker:
         else:
             M, lid, pos = np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32)
         idx = self.tab.lookup(M)
-        for j in np.nonzero(idx < 0)[0]:
+        for j in self.capped("freelist-entry", np.nonzero(idx < 0)[0]):
             self._off_table_entry(int(M[j]), self.lists[int(lid[j])], int(pos[j]))
         good = idx >= 0
         tops = self.tab.lookup(np.array(sorted(self.top_addrs), dtype=np.uint64))
@@ -777,7 +783,7 @@ class _Walker:
                        np.where(k == 1, (cs >> 4) - 2, np.where(k == 2, 1, _bin_index_vec(cs))))
         ok_unsorted = (cs >= L.MINSIZE)
         wrong = np.where(k == 2, ~ok_unsorted, exp != lindex[gl])
-        for j in np.nonzero(wrong)[0]:
+        for j in self.capped("bin-size", np.nonzero(wrong)[0]):
             fl, c, s = self.lists[int(gl[j])], int(self.S[gi[j]]), int(cs[j])
             want = {"tcache": f"tcache[{L.tcache_index(s)}]", "fastbin": f"fastbin[{L.fastbin_index(s)}]"
                     if s <= 0xB0 else "no fastbin"}.get(fl.kind, L.bin_name(L.bin_index(s)))
@@ -787,7 +793,7 @@ class _Walker:
                                                               if fl.kind == "fastbin" else "")],
                          "bin-size", state="cached" if fl.kind == "tcache" else "free")
         wrong_arena = (k != 0) & (larena[gl] >= 0) & (self.SA[gi].astype(np.int64) != larena[gl])
-        for j in np.nonzero(wrong_arena)[0]:
+        for j in self.capped("bin-arena", np.nonzero(wrong_arena)[0]):
             fl, c = self.lists[int(gl[j])], int(self.S[gi[j]])
             self.corrupt(c, f"chunk {c:#x} of {self.arenas[int(self.SA[gi[j]])].name} is in {fl.name}",
                          [f"{fl.name}, position {int(pos[good][j])}", "a bin holds only its own arena's chunks"],
@@ -861,7 +867,7 @@ class _Walker:
         nxt_pinuse = (S1[1:] & np.uint64(L.PREV_INUSE)) != 0
         # a binned free chunk: next chunk must have PREV_INUSE clear and prev_size == size
         bad1 = np.nonzero(contig & binned[:-1] & (nxt_pinuse | (S0[1:] != size[:-1])))[0]
-        for j in bad1:
+        for j in self.capped("prev-size", bad1):
             j = int(j)
             c, nx = int(S[j]), int(S[j + 1])
             self.corrupt(nx, f"chunk {nx:#x} disagrees with the free chunk {c:#x} before it "
@@ -871,7 +877,7 @@ class _Walker:
                          "prev-size", state=_sname(state[j + 1]))
         # PREV_INUSE clear: the previous chunk must be binned-free with the same size
         bad2 = np.nonzero(contig & ~nxt_pinuse & ~binned[:-1])[0]
-        for j in bad2:
+        for j in self.capped("prev-inuse", bad2):
             j = int(j)
             c, nx = int(S[j]), int(S[j + 1])
             self.corrupt(nx, f"chunk {nx:#x} has PREV_INUSE clear but the chunk before it ({c:#x}) is "
@@ -880,7 +886,7 @@ class _Walker:
                          "prev-inuse", state=_sname(state[j + 1]))
         # two adjacent binned chunks are always coalesced by glibc
         bad3 = np.nonzero(contig & binned[:-1] & binned[1:])[0]
-        for j in bad3:
+        for j in self.capped("coalesce", bad3):
             j = int(j)
             self.corrupt(int(S[j + 1]), f"free chunks {int(S[j]):#x} and {int(S[j + 1]):#x} are adjacent "
                          "but not coalesced", ["glibc merges neighbouring free chunks"], "coalesce",
@@ -888,13 +894,13 @@ class _Walker:
         # chunks in use (allocated, tcache, fastbin): IS_MMAPPED clear, NON_MAIN_ARENA matches the arena
         inuse = ~binned & (state != TOP)
         mm_bit = (S1 & np.uint64(L.IS_MMAPPED)) != 0
-        for j in np.nonzero(inuse & mm_bit)[0]:
+        for j in self.capped("mmapped-bit", np.nonzero(inuse & mm_bit)[0]):
             j = int(j)
             self.corrupt(int(S[j]), f"chunk {int(S[j]):#x} inside a heap has the IS_MMAPPED bit set "
                          f"(size field {int(S1[j]):#x})", ["free() would munmap it: 'munmap_chunk(): invalid pointer'"],
                          "mmapped-bit", state=_sname(state[j]))
         nm_bit = (S1 & np.uint64(L.NON_MAIN_ARENA)) != 0
-        for j in np.nonzero(inuse & (nm_bit != (SA != 0)))[0]:
+        for j in self.capped("arena-bit", np.nonzero(inuse & (nm_bit != (SA != 0)))[0]):
             j = int(j)
             a = self.arenas[int(SA[j])]
             self.corrupt(int(S[j]), f"chunk {int(S[j]):#x} in {a.name} has NON_MAIN_ARENA "

@@ -84,6 +84,8 @@ def locate(target: Target, reader: CachedReader) -> GlibcRoots:
     how["layout"] = layout.source
 
     main_arena = target.symbol("main_arena", libc.path)
+    if main_arena is not None and reader.try_u64(main_arena) is None:
+        raise NotGlibc(f"main_arena ({main_arena:#x}) is not in the snapshot: " + _missing(target))
     if main_arena is not None and _looks_like_arena(reader, main_arena, layout):
         how["main_arena"] = "symbol main_arena (debug info)"
     else:
@@ -91,11 +93,13 @@ def locate(target: Target, reader: CachedReader) -> GlibcRoots:
         if info is None:
             raise NotGlibc(f"libc's file {libc.path} cannot be read, and the debugger has no debug "
                            "info for it: install libc6-dbg, or make the library file available")
-        for cand in _main_arena_candidates(info, layout):
-            addr = cand + libc.base
+        cands = [c + libc.base for c in _main_arena_candidates(info, layout)]
+        for addr in cands:
             if _looks_like_arena(reader, addr, layout):
                 main_arena = addr
                 break
+        if main_arena is None and cands and all(reader.try_u64(a) is None for a in cands):
+            raise NotGlibc(f"libc's data (main_arena at {cands[0]:#x}) is not in the snapshot: " + _missing(target))
         if main_arena is None:
             raise NotGlibc("main_arena could not be found in libc's data (no debug info, and the "
                            "structure search failed): install libc6-dbg")
@@ -117,6 +121,12 @@ def locate(target: Target, reader: CachedReader) -> GlibcRoots:
     if key is not None:
         roots.tcache_key = reader.try_u64(key)
     return roots
+
+
+def _missing(target: Target) -> str:
+    w = target.warnings()
+    return (w[0] if w else "the core file omits libc's writable data") + \
+        "; the heap cannot be analysed without it"
 
 
 def _looks_like_arena(reader: CachedReader, addr: int, lay: GlibcLayout) -> bool:
