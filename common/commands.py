@@ -300,7 +300,8 @@ def heap_stats(s: HeapSnapshot) -> Dict[str, Any]:
         arenas.append({"arena": a.name, "address": a.address, "system_mem": a.system_mem,
                        "heaps": len(a.segments), "chunks": int(m.sum()),
                        "allocated": _agg(m & (st == 0), size), "free": _agg(free_m, size),
-                       "cached": _agg(m & (st == CACHED), size), "top": a.top_size,
+                       "cached": _agg(m & (st == CACHED), size), "top": a.top_size, "top_chunk": a.top,
+                       "last_remainder": a.last_remainder,
                        "largest_free": largest,
                        "fragmentation": round(1 - largest / free_b, 4) if free_b else 0.0,
                        "threads": a.threads})

@@ -35,6 +35,7 @@ class Arena:
     segments: List[tuple] = field(default_factory=list)   # (start, end) walked ranges
     top: int = 0
     top_size: int = 0
+    last_remainder: int = 0    # chunk glibc split last for a small request (0 = none)
     threads: List[int] = field(default_factory=list)      # debugger thread numbers attached
 
 

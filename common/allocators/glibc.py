@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..checks import freelists
 from ..heapindex import (ALLOCATED, CACHED, FREE, MMAPPED, TOP, Arena, FreeList, HeapIndex)
 from ..memcache import CachedReader
 from ..report import Finding
@@ -213,6 +214,7 @@ class _Walker:
         lay, raw = self.lay, self.arena_raw[a.number]
         top = _u64(raw, lay.ms_top)
         a.top = top
+        a.last_remainder = _u64(raw, lay.ms_last_remainder)
         if top == 0:
             return                                 # malloc never used this arena
         if top & 0xF:
@@ -826,18 +828,13 @@ class _Walker:
         recency = np.full(n, -1, dtype=np.int32)
         tops = self.tab.lookup(np.array(sorted(self.top_addrs), dtype=np.uint64))
         state[tops[tops >= 0]] = TOP
-        gi, gl, gp = self.M_idx, self.M_lid, self.M_pos
-        if len(gi):
-            is_tc = np.array([fl.kind == "tcache" for fl in self.lists], dtype=bool)[gl]
-            order = np.lexsort((gp, ~is_tc, gi))          # per chunk: tcache membership first
-            gi, gl, gp, is_tc = gi[order], gl[order], gp[order], is_tc[order]
-            uniq, first, counts = np.unique(gi, return_index=True, return_counts=True)
-            state[uniq] = np.where(is_tc[first], CACHED, FREE)
-            where[uniq] = gl[first]
-            recency[uniq] = gp[first]
-            for u, f0, c in zip(uniq[counts > 1], first[counts > 1], counts[counts > 1]):
-                ms = list(zip(gl[f0:f0 + c].tolist(), gp[f0:f0 + c].tolist()))
-                self._double_free(int(self.S[u]), ms)
+        is_tc = np.array([fl.kind == "tcache" for fl in self.lists] or [False], dtype=bool)
+        uniq, lid, pos, dups = freelists.resolve(self.M_idx, self.M_lid, self.M_pos, is_tc)
+        state[uniq] = np.where(is_tc[lid], CACHED, FREE)
+        where[uniq] = lid
+        recency[uniq] = pos
+        for u, ms in dups:
+            self._double_free(int(self.S[u]), ms)
         return state, where, recency
 
     def _double_free(self, chunk, ms):

@@ -1,0 +1,1 @@
+"""Analyses that apply to any allocator's snapshot (the walkers call them)."""
