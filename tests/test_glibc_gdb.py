@@ -262,3 +262,26 @@ def test_truncated_kernel_core_gives_a_sentence_not_a_wrong_answer(tmp_path):
         assert "Traceback" not in out and "internal error" not in out
         assert "the core file is truncated" in out, out[-2000:]
         assert "never been used" not in out          # the stale file image must not be believed
+
+
+def test_info_alloc_type_check_and_pointer_kinds(tmp_path):
+    from harness import ROOT
+    exe = build("session_cache", src_dir=os.path.join(ROOT, "examples"))
+    j = lambda n: str(tmp_path / f"{n}.json")
+    cmds = [f"info alloc cache[0] --json {j('fits')}",
+            f"info alloc (struct log_entry *)cache[1] --json {j('small')}",
+            f"info alloc access_log[0]->path --json {j('interior')}",
+            f"info alloc cache --json {j('global')}",
+            f"frame function report_done", f"info alloc response --json {j('response')}"]
+    run = run_live(exe, extra=cmds, gcore=False)
+    import json
+    fits, small, interior, glob_, resp = (json.load(open(j(n))) for n in
+                                          ("fits", "small", "interior", "global", "response"))
+    assert fits["state"] == "allocated" and fits["type_check"]["fits"] and fits["type_check"]["type_size"] == 32
+    assert small["type_check"] == {"type": "struct log_entry *", "type_size": 56, "room": 40, "fits": False}
+    assert any("needs 56 bytes but only 40 remain" in w for w in small["warnings"])
+    assert interior["offset"] == 8 and interior["type_check"] is None
+    assert glob_["state"] == "not-heap" and glob_["chunk_start"] is None
+    assert resp["state"] == "cached" and resp["thread"] == 1 and resp["recency"] == 0
+    assert resp["bin"] == "tcache[6] (0x80) of thread 1" and resp["size"] == 120
+    assert resp["findings"][0]["kind"] == "double-free"
