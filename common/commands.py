@@ -16,7 +16,7 @@ import numpy as np
 from .heapindex import CACHED, FREE, MMAPPED, STATE_NAMES, TOP
 from .report import (SEVERITIES, Finding, fmt_size, make_report, severity_rank, sort_findings, table,
                      write_json)
-from .session import snapshots
+from .session import program_view, snapshots
 from .snapshot import HeapSnapshot
 from .target import Target
 
@@ -100,12 +100,14 @@ def parse_heap_check(argstr: str) -> Args:
 def run_heap_check(target: Target, args: Args, cache_key=None) -> Result:
     t0 = time.perf_counter()
     snaps, skipped = snapshots(target, cache_key)
-    findings = sort_findings([f for s in snaps for f in s.findings])
+    view = program_view(target, snaps, cache_key)
+    findings = sort_findings([f for s in snaps for f in s.findings] + view.findings)
     elapsed = time.perf_counter() - t0
     summary = [_summary(s) for s in snaps]
-    payload = {"target": target.describe(), "summary": summary, "findings": [f.to_json() for f in findings],
-               "notes": [n for s in snaps for n in s.notes] + skipped, "seconds": round(elapsed, 4)}
-    text = _render_check(snaps, findings, summary, elapsed)
+    payload = {"target": target.describe(), "summary": summary, "program": _program_summary(view),
+               "findings": [f.to_json() for f in findings],
+               "notes": [n for s in snaps for n in s.notes] + skipped + view.notes, "seconds": round(elapsed, 4)}
+    text = _render_check(snaps, findings, summary, elapsed, view)
     fail = None
     if args.fail_on:
         worst = [f for f in findings if severity_rank(f.severity) <= severity_rank(args.fail_on)]
@@ -122,12 +124,33 @@ def _summary(s: HeapSnapshot) -> Dict[str, Any]:
             "unwalked_bytes": sum(b - a for a, b in s.unwalked)}
 
 
+def _program_summary(view) -> Dict[str, Any]:
+    st = view.stats
+    d = {"stop": {"thread": view.stop.thread, "signal": view.stop.signal,
+                  "fault_address": view.stop.fault_address},
+         "frames": st.get("frames", 0), "variables": st.get("variables", 0), "globals": st.get("globals", 0),
+         "optimized_out": st.get("optimized_out", 0), "pointers": st.get("pointers", 0)}
+    c = view.crash
+    if c is not None and c.in_allocator:
+        d["crash"] = {"thread": c.thread, "tid": c.tid, "signal": c.signal, "operation": c.op,
+                      "message": c.message, "expression": c.expr, "pointer": c.pointer,
+                      "pointer_from": c.pointer_from,
+                      "function": c.frame.function if c.frame else None,
+                      "frame": c.frame.level if c.frame else None}
+    return d
+
+
 def _hex(a) -> str:
     return "-" if a is None else f"{a:#x}"
 
 
-def _render_check(snaps, findings: List[Finding], summary, elapsed) -> str:
+def _render_check(snaps, findings: List[Finding], summary, elapsed, view=None) -> str:
     out = []
+    if view is not None and view.crash is not None and view.crash.in_allocator:
+        c = view.crash
+        out.append(f"The program stopped with {c.signal} in {c.op or 'the allocator'}() called from "
+                   f"{c.frame.function if c.frame else '??'} (thread {c.thread})"
+                   + (f"; glibc says: {c.message}" if c.message else ""))
     for s, sm in zip(snaps, summary):
         st = sm["states"]
         out.append(f"{s.allocator} {sm['version'] or ''} heap: {sm['chunks']:,} chunks in {sm['arenas']} arena(s), "
@@ -137,6 +160,12 @@ def _render_check(snaps, findings: List[Finding], summary, elapsed) -> str:
         out.append(f"  layout: {sm['layout']}; main_arena: {fb.get('main_arena', '?')}")
         for n in s.notes:
             out.append(f"  note: {n}")
+    if view is not None and view.stats.get("variables"):
+        st = view.stats
+        out.append(f"  program: {st['pointers']:,} pointers in {st['variables']:,} variables "
+                   f"({st['globals']:,} globals, {st['optimized_out']:,} optimized out) across {st['frames']} frames")
+    for n in (view.notes if view is not None else []):
+        out.append(f"  note: {n}")
     if not findings:
         out.append("No heap errors found.")
         return "\n".join(out) + "\n"
@@ -365,3 +394,77 @@ def _render_stats(h: Dict[str, Any]) -> str:
         out.append(table([[c["thread"], c["tid"], _hex(c["address"]), c["chunks"], c["arena"]]
                           for c in h["thread_caches"]], ["thread", "LWP", "tcache", "cached chunks", "arena"]))
     return "\n".join(out) + "\n"
+
+
+# --- heap-frames --------------------------------------------------------------------------------
+HEAP_FRAMES_USAGE = "heap-frames [--json PATH]"
+
+
+def parse_heap_frames(argstr: str) -> Args:
+    return parse_args(argstr, False, False, HEAP_FRAMES_USAGE)
+
+
+def run_heap_frames(target: Target, args: Args, cache_key=None) -> Result:
+    from .checks.program import annotate, locate
+    snaps, _ = snapshots(target, cache_key)
+    view = program_view(target, snaps, cache_key)
+    by_frame: Dict[tuple, List] = {}
+    for r in view.refs:
+        if r.var.kind != "global":
+            by_frame.setdefault((r.var.thread, r.var.frame), []).append(r)
+    warn_by_var: Dict[tuple, List[Finding]] = {}
+    for f in view.findings:
+        v = f.variable or {}
+        warn_by_var.setdefault((v.get("thread"), v.get("frame"), v.get("name")), []).append(f)
+    threads: List[Dict[str, Any]] = []
+    lines: List[str] = []
+    cur = None
+    for fr in view.frames:
+        if cur is None or cur["thread"] != fr.thread:
+            cur = {"thread": fr.thread, "tid": fr.tid, "crashed": view.stop.thread == fr.thread
+                   and view.stop.signal is not None, "frames": []}
+            threads.append(cur)
+            mark = f"  <- stopped here by {view.stop.signal}" if cur["crashed"] else ""
+            lines.append(f"Thread {fr.thread} (LWP {fr.tid}){mark}")
+        loc = f" at {fr.file.rsplit('/', 1)[-1]}:{fr.line}" if fr.file else ""
+        lines.append(f"  #{fr.level:<2} {fr.function or '??'}{loc}")
+        fj = {"level": fr.level, "function": fr.function, "file": fr.file, "line": fr.line, "pc": fr.pc,
+              "variables": []}
+        for v in fr.variables:
+            if v.optimized_out:
+                fj["variables"].append({"name": v.name, "kind": v.kind, "optimized_out": True})
+                lines.append(f"      {v.name} = <optimized out>")
+        for r in by_frame.get((fr.thread, fr.level), []):
+            w = locate(snaps, r.value)
+            if r.depth and (w is None or w.state_name in ("allocated", "mmapped")):
+                continue                      # one level deep: shown only when something is wrong
+            note = annotate(w)
+            ws = warn_by_var.get((fr.thread, fr.level, r.path), [])
+            fj["variables"].append({"name": r.path, "kind": r.var.kind, "value": r.value, "type": r.slot.type_name,
+                                    "state": w.state_name if w else "not-heap", "annotation": note,
+                                    "warnings": [f.message for f in ws]})
+            lines.append(f"      {r.path} = {r.value:#x} {note}".rstrip())
+            for f in ws:
+                lines.append(f"        {f.severity}: {f.kind}" + (f" — {f.evidence[0]}" if f.kind == "double-free"
+                                                                  and f.evidence else ""))
+        cur["frames"].append(fj)
+    if not view.frames:
+        lines.append("no frames: the program is not stopped, or the debugger gives none")
+    payload = {"target": target.describe(), "threads": threads, "findings": [f.to_json() for f in
+                                                                               sort_findings(view.findings)],
+               "notes": view.notes}
+    return _finish("heap-frames", args, snaps, payload, "\n".join(lines) + "\n")
+
+
+# --- scripting: one pointer's state, for $heap_state() and friends ------------------------------
+def pointer_state(target: Target, address: int, cache_key=None) -> Dict[str, Any]:
+    """alloc_info for an address (the heap is walked once per stop)."""
+    snaps, _ = snapshots(target, cache_key)
+    return alloc_info(snaps, Pointer(address))
+
+
+def pointer_note(target: Target, address: int, cache_key=None) -> str:
+    """'[cached: tcache[6] (0x80) of thread 1, 120 B, freed last]' for heap pointers, else ''."""
+    from .checks.program import annotate, locate
+    snaps, _ = snapshots(target, cache_key)
+    return annotate(locate(snaps, address))

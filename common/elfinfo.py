@@ -74,6 +74,19 @@ class ElfInfo:
                     return sym["st_value"]
         return None
 
+    def data_objects(self, min_size: int = 8) -> List[Tuple[str, int, int]]:
+        """(name, link-time address, size) of the data objects in .symtab (globals and
+        file-statics alike); empty for a stripped file."""
+        sec = self.elf.get_section_by_name(".symtab")
+        if sec is None:
+            return []
+        out = []
+        for sym in sec.iter_symbols():
+            if sym["st_info"]["type"] == "STT_OBJECT" and sym["st_size"] >= min_size \
+                    and sym["st_shndx"] != "SHN_UNDEF" and sym.name:
+                out.append((sym.name, sym["st_value"], sym["st_size"]))
+        return out
+
     def first_load_vaddr(self) -> int:
         for seg in self.elf.iter_segments():
             if seg["p_type"] == "PT_LOAD":

@@ -37,7 +37,8 @@ class Finding:
 
 
 def sort_findings(findings: List[Finding]) -> List[Finding]:
-    return sorted(findings, key=lambda f: (severity_rank(f.severity), f.kind, f.address or 0))
+    # the crash itself first, then worst severity first
+    return sorted(findings, key=lambda f: (severity_rank(f.severity), f.check != "crash", f.kind, f.address or 0))
 
 
 def make_report(command: str, allocator, payload: Dict[str, Any]) -> Dict[str, Any]:

@@ -21,5 +21,17 @@ def snapshots(target: Target, key: Optional[tuple] = None) -> Tuple[List[HeapSna
     return result
 
 
+def program_view(target: Target, snaps, key: Optional[tuple] = None):
+    """The program-level analysis (variables, crash context) of this stop, computed once."""
+    from .checks.analysis import analyse
+    k = (key if key is not None else id(target), target.generation())
+    hit = _cache.get("program")
+    if hit is not None and hit[0] == k:
+        return hit[1]
+    view = analyse(target, snaps)
+    _cache["program"] = (k, view)
+    return view
+
+
 def invalidate() -> None:
     _cache.clear()

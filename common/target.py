@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 
 class TargetError(Exception):
@@ -77,6 +77,61 @@ class StructLayout:
     fields: Dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PtrSlot:
+    """A pointer inside an object: where (path, offset) and to what."""
+    path: str                      # "" for the object itself, ".next", "[3]", ".hdr.buf"
+    offset: int
+    type_name: str                 # the pointer type, e.g. "struct conn *"
+    target_size: Optional[int]     # sizeof(*p); None for void *, char *, functions, incomplete types
+    target_type: Optional[str] = None   # pointee type name, to expand one level deeper
+    ambiguous: bool = False        # inside a union: may not hold a pointer at all
+
+
+@dataclass(frozen=True)
+class TypeLayout:
+    """Where a type keeps its pointers (from debug info)."""
+    name: str
+    size: int
+    slots: Tuple[PtrSlot, ...] = ()
+
+
+@dataclass
+class Variable:
+    """A program variable holding pointers: an argument, a local or a global."""
+    name: str
+    kind: str                      # "arg", "local", "global"
+    layout: TypeLayout
+    address: Optional[int] = None  # where it is stored; None when in a register
+    value: Optional[int] = None    # the pointer value for a register-held pointer variable
+    thread: Optional[int] = None   # debugger thread number (locals and args)
+    tid: Optional[int] = None
+    frame: Optional[int] = None    # frame level, 0 = innermost
+    function: Optional[str] = None
+    optimized_out: bool = False
+
+
+@dataclass
+class FrameInfo:
+    thread: int
+    tid: int
+    level: int
+    pc: int
+    function: str                  # "" when unknown
+    file: str = ""
+    line: int = 0
+    objfile: str = ""
+    variables: List[Variable] = field(default_factory=list)
+
+
+@dataclass
+class StopInfo:
+    """Why the program stopped: the thread and signal (a breakpoint, SIGABRT, SIGSEGV...)."""
+    thread: Optional[int]
+    signal: Optional[str] = None   # "SIGABRT", "SIGSEGV", ...; None for a breakpoint/step
+    fault_address: Optional[int] = None
+
+
 class Target:
     """What the core may ask of a debugger or snapshot. Subclasses override the methods."""
 
@@ -114,6 +169,36 @@ class Target:
     def threadsafe_reader(self):
         """A read(addr, size) callable that may run on a worker thread (no debugger API calls:
         pread on /proc/PID/mem, or a core's mmap), used to prefetch bulk windows; or None."""
+        return None
+
+    # --- program state (debug info of the program; empty where the debugger has none) ------
+    def frames(self, max_frames: int = 64, variables: bool = True) -> List[FrameInfo]:
+        """Every thread's frames, innermost first, with pointer-holding args and locals."""
+        return []
+
+    def globals(self) -> List[Variable]:
+        """Static-storage variables of the program (not of system libraries) holding pointers."""
+        return []
+
+    def type_layout(self, type_name: str) -> Optional[TypeLayout]:
+        """Pointer slots of a named type (for following a pointer one level deeper)."""
+        return None
+
+    def stop_info(self) -> StopInfo:
+        return StopInfo(None)
+
+    def evaluate(self, expr: str, thread: int, frame: int) -> Optional[Tuple[int, Optional[str], Optional[int]]]:
+        """Evaluate a C expression in a frame: (value, type name, sizeof target) or None."""
+        return None
+
+    def source_line(self, path: str, line: int) -> Optional[str]:
+        try:
+            with open(path, errors="replace") as f:
+                for i, text in enumerate(f, 1):
+                    if i == line:
+                        return text.rstrip("\n")
+        except OSError:
+            return None
         return None
 
     def warnings(self) -> List[str]:

@@ -9,13 +9,10 @@ from common import commands as C
 from common.allocators import NoAllocator
 from common.target import TargetError
 
-from .target import GdbTarget
+from .target import cache_key as _cache_key
+from .target import current_target
 
 LOG = "/tmp/heaplens-error.log"
-
-
-def _cache_key(t: GdbTarget):
-    return ("gdb", t.inf.num, t.inf.pid, t.core.path if t.core else None)
 
 
 def _emit(res: C.Result):
@@ -33,11 +30,7 @@ def guarded(name):
     """Run a command body; known problems become one sentence, nothing becomes a traceback."""
     def wrap(fn):
         def run(self, arg, from_tty):
-            made = []
-
-            def target():                              # made after the arguments are checked
-                made.append(GdbTarget())
-                return made[-1]
+            target = current_target                    # made after the arguments are checked
             try:
                 fn(self, target, arg or "")
             except gdb.GdbError:
@@ -56,9 +49,6 @@ def guarded(name):
                     pass
                 raise gdb.GdbError(f"{name}: internal error ({type(e).__name__}: {e}); "
                                    f"details in {LOG} — please report it")
-            finally:
-                for t in made:
-                    t.close()
         return run
     return wrap
 
@@ -113,6 +103,22 @@ pointer's static type fits in the chunk."""
         _emit(C.run_info_alloc(t, ptr, args, _cache_key(t)))
 
 
+class HeapFrames(gdb.Command):
+    """Every frame of every thread, each pointer argument and local annotated with the
+state of what it points to (allocated, free in which bin, cached in which thread's tcache,
+how recently freed), with warnings for stale pointers and objects too small for their type.
+Usage: heap-frames [--json PATH]"""
+
+    def __init__(self):
+        super().__init__("heap-frames", gdb.COMMAND_STACK)
+
+    @guarded("heap-frames")
+    def invoke(self, target, arg):
+        args = C.parse_heap_frames(arg)
+        t = target()
+        _emit(C.run_heap_frames(t, args, _cache_key(t)))
+
+
 def evaluate_pointer(expr: str) -> C.Pointer:
     try:
         v = gdb.parse_and_eval(expr)
@@ -145,3 +151,6 @@ def register():
     HeapCheck()
     HeapStats()
     InfoAlloc()
+    HeapFrames()
+    from .scripting import register as register_scripting
+    register_scripting()

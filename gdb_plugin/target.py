@@ -15,6 +15,7 @@ import gdb  # noqa: F401  (only the adapters import gdb)
 from common.elfcore import CoreFile, MissingFromCore
 from common.objfiles import objfiles_from_regions
 from common.procmaps import read_maps
+from . import program
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
 
 _generation = 0
@@ -147,21 +148,45 @@ class GdbTarget(Target):
 
     # --- program --------------------------------------------------------------------------
     def threads(self) -> List[ThreadInfo]:
+        """Threads with their thread pointer. On x86-64 glibc the pthread_t that libthread_db
+        gives as the thread's handle is the thread pointer (fs_base), and reading it needs no
+        thread switch (switching inside a breakpoint condition does not switch registers)."""
         out = []
+        missing = []
+        try:
+            cur = gdb.selected_thread()
+        except gdb.error:
+            cur = None
+        for t in sorted(self.inf.threads(), key=lambda t: t.num):
+            fs = None
+            try:
+                h = t.handle()
+                if h is not None and len(h) == 8:
+                    fs = int.from_bytes(bytes(h), "little") or None
+            except (gdb.error, RuntimeError, AttributeError, TypeError):
+                fs = None
+            if fs is None:
+                missing.append(t)
+            out.append(ThreadInfo(t.num, t.ptid[1] or t.ptid[0], fs, t.name or "", t == cur))
+        if missing:                             # no libthread_db: ask each thread's $fs_base
+            fs_of = self._fs_base_by_switching(missing)
+            out = [ThreadInfo(t.num, t.tid, t.fs_base or fs_of.get(t.num), t.name, t.selected) for t in out]
+        return out
+
+    def _fs_base_by_switching(self, threads):
+        res = {}
         try:
             cur = gdb.selected_thread()
             frame = gdb.selected_frame() if cur is not None else None
         except gdb.error:
             cur, frame = None, None
         try:
-            for t in sorted(self.inf.threads(), key=lambda t: t.num):
-                fs = None
+            for t in threads:
                 try:
                     t.switch()
-                    fs = int(gdb.parse_and_eval("$fs_base")) or None
+                    res[t.num] = int(gdb.parse_and_eval("$fs_base")) or None
                 except (gdb.error, ValueError):
-                    fs = None
-                out.append(ThreadInfo(t.num, t.ptid[1] or t.ptid[0], fs, t.name or "", t == cur))
+                    pass
         finally:
             try:
                 if cur is not None:
@@ -170,7 +195,7 @@ class GdbTarget(Target):
                     frame.select()
             except gdb.error:
                 pass
-        return out
+        return res
 
     def objfiles(self) -> List[ObjFile]:
         if self._objs is None:
@@ -214,8 +239,24 @@ class GdbTarget(Target):
     def warnings(self):
         return self.core.warnings if self.core is not None else []
 
-    def generation(self) -> int:
-        return _generation
+    # --- program state --------------------------------------------------------------------
+    def frames(self, max_frames: int = 64, variables: bool = True):
+        return program.frames(self.inf, max_frames, variables)
+
+    def globals(self):
+        return program.globals_(self.objfiles())
+
+    def type_layout(self, type_name: str):
+        return program.type_layout(type_name)
+
+    def stop_info(self):
+        return program.stop_info()
+
+    def evaluate(self, expr: str, thread: int, frame: int):
+        return program.evaluate(expr, thread, frame)
+
+    def generation(self):
+        return getattr(self, "key", None) or stop_key()
 
     def describe(self) -> str:
         if self.kind == "core":
@@ -224,3 +265,50 @@ class GdbTarget(Target):
 
 
 _connect_events()
+
+
+_current = [None, None]          # (stop key, GdbTarget)
+
+
+def _ran_ns(pid: int) -> int:
+    """Total on-CPU nanoseconds of a live process's threads: it changes whenever any thread
+    ran, including gdb's silent resumes after a false breakpoint condition, which fire no
+    Python event."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
+    return total
+
+
+def stop_key():
+    """Changes whenever the inferior may have changed since the last look."""
+    try:
+        inf = gdb.selected_inferior()
+        conn = getattr(inf, "connection", None)
+        live = inf.pid and getattr(conn, "type", None) == "native"
+        return (_generation, inf.num, inf.pid, _ran_ns(inf.pid) if live else 0)
+    except (gdb.error, RuntimeError):
+        return (_generation,)
+
+
+def current_target() -> GdbTarget:
+    """The target for this stop, made once per stop (memory handle, mappings, core)."""
+    key, t = _current
+    now = stop_key()
+    if t is not None and key == now:
+        return t
+    if t is not None:
+        t.close()
+        _current[1] = None
+    t = GdbTarget()
+    t.key = now
+    _current[0], _current[1] = now, t
+    return t
+
+
+def cache_key(t: GdbTarget):
+    return ("gdb", t.inf.num, t.inf.pid, t.core.path if t.core else None)

@@ -62,9 +62,11 @@ class Run:
     stdout: str
     core: Optional[str] = None
 
-    def findings(self, kind=None, severities=("critical", "warning")):
+    def findings(self, kind=None, severities=("critical", "warning"), program=False):
+        """Findings of a kind; allocator-level only unless program=True."""
         return [f for f in self.check["findings"]
-                if (kind is None or f["kind"] == kind) and f["severity"] in severities]
+                if (kind is None or f["kind"] == kind) and f["severity"] in severities
+                and (program or f["check"] not in ("stale-pointer", "type-size", "crash"))]
 
 
 def gdb_cmd(nodebug: bool) -> List[str]:

@@ -60,8 +60,14 @@ def assert_truth(run, skip_live_after=None):
     assert not bad, f"{len(bad)} pointers misclassified, first: {bad[:5]}"
 
 
+PROGRAM_CHECKS = ("stale-pointer", "type-size", "crash")
+
+
 def error_findings(run):
-    return [f for f in run.check["findings"] if f["severity"] in ("critical", "warning")]
+    """Errors in the allocator's metadata (the test programs keep dangling pointers in local
+    arrays on purpose, which the program-level checks rightly report)."""
+    return [f for f in run.check["findings"] if f["severity"] in ("critical", "warning")
+            and f["check"] not in PROGRAM_CHECKS]
 
 
 # --- clean heaps ------------------------------------------------------------------------------

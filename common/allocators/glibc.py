@@ -36,6 +36,8 @@ WINDOW = 8 << 20            # bytes of heap parsed per bulk read
 MAX_PER_CHECK = 25          # findings of one rule before they are summarised
 MAX_ARENAS = 1024
 RESYNC_SCAN = 4 << 20       # bytes searched for a chain of valid chunks after a corrupt one
+MMAP_BLOCK = 1 << 20        # bytes read per bulk read while looking for mmapped chunks
+MMAP_SCAN_MAX = 1 << 30     # anonymous memory scanned for them at the most (~0.5 s)
 
 _BINNED = ("unsorted", "smallbin", "largebin")
 _KIND_CODE = {"tcache": 0, "fastbin": 1, "unsorted": 2, "smallbin": 3, "largebin": 3}
@@ -848,6 +850,9 @@ class _Walker:
             msg = f"{chunk + 16:#x} was freed twice: it is in {names[0]} twice (the list loops)"
         else:
             msg = f"{chunk + 16:#x} was freed twice: it is in {' and '.join(dict.fromkeys(names))}"
+            owners = sorted({self.lists[l].thread for l, _ in ms if self.lists[l].thread is not None})
+            if len(owners) > 1:      # a thread's tcache only takes what that thread frees
+                msg += f" (freed by thread {' and by thread '.join(map(str, owners))})"
         ev = descs + ["the next two mallocs of this size will both return it"]
         self.find("double-free", "critical", chunk, msg, ev, "freelist-duplicate",
                   state="cached" if any(self.lists[l].kind == "tcache" for l, _ in ms) else "free")
@@ -906,31 +911,53 @@ class _Walker:
 
     # --- mmapped chunks ------------------------------------------------------------------------
     def _mmapped(self) -> List[Tuple[int, int]]:
+        """mmapped chunks, found by structure: glibc keeps no list of them, only a count
+        (mp_.n_mmaps). Each starts a page with prev_size 0 and a page-multiple size with
+        IS_MMAPPED set. Anonymous writable mappings outside the heaps are scanned at every page
+        start (the kernel merges neighbouring mappings, so chunks need not start a mapping),
+        in bulk blocks, skipping over chunks found; the scan stops when the count is reached."""
         mask = ~(self.lay.heap_max_size - 1)
         reserved = [(a.address & mask, (a.address & mask) + self.lay.heap_max_size)
                     for a in self.arenas[1:]] + [(s.lo, s.hi) for s in self.segs]
-        out = []
+        want = self.n_mmaps if self.n_mmaps is not None and self.n_mmaps >= 0 else None
+        out: List[Tuple[int, int]] = []
+        scanned = 0
         for reg in self.regions:
+            if want is not None and len(out) >= want:
+                break
             if not (reg.readable and reg.writable and reg.anonymous and reg.in_snapshot) or reg.path == "[heap]":
                 continue
             if any(lo < reg.end and reg.start < hi for lo, hi in reserved):
                 continue
-            a, k = reg.start, 0
-            while a + 16 <= reg.end and k < 1 << 16:
+            a = reg.start
+            while a < reg.end and scanned < MMAP_SCAN_MAX and (want is None or len(out) < want):
+                end = min(reg.end, a + MMAP_BLOCK)
+                scanned += end - a
                 try:
-                    prev, sw = self.r.words(a, 2) if reg.end - a >= 16 else (0, 0)
+                    buf = self.t.read(a, end - a)
                 except ReadError:
-                    break
-                s = sw & ~L.SIZE_BITS
-                if not sw & L.IS_MMAPPED or sw & L.NON_MAIN_ARENA or s < 4096 or prev & 15 \
-                        or (s + prev) & 0xFFF or (a - prev) & 0xFFF or a + s > reg.end:
-                    break
-                out.append((a, s))
-                a += s
-                k += 1
-        if self.n_mmaps is not None and len(out) != self.n_mmaps:
-            self.notes.append(f"found {len(out)} mmapped chunks; glibc counts {self.n_mmaps} (mp_.n_mmaps)"
-                              + (" — some mappings are not in the snapshot" if len(out) < self.n_mmaps else ""))
+                    a = end
+                    continue
+                w = np.frombuffer(buf, dtype="<u8")
+                prev, sw = w[0::512], w[1::512]
+                size = sw & np.uint64(~L.SIZE_BITS & _M64)
+                ok = ((sw & np.uint64(L.IS_MMAPPED)) != 0) & ((sw & np.uint64(L.NON_MAIN_ARENA)) == 0) \
+                    & (prev == 0) & (size >= np.uint64(4096)) & ((size & np.uint64(0xFFF)) == 0)
+                nxt = a
+                for k in np.nonzero(ok)[0]:
+                    p, s = a + int(k) * 4096, int(size[k])
+                    if p < nxt or p + s > reg.end:
+                        continue
+                    out.append((p, s))
+                    nxt = p + s
+                a = max(end, nxt)
+        if scanned >= MMAP_SCAN_MAX:
+            self.notes.append(f"stopped looking for mmapped chunks after {MMAP_SCAN_MAX >> 20} MiB of "
+                              "anonymous memory")
+        if want is not None and len(out) != want:
+            self.notes.append(f"found {len(out)} mmapped chunks; glibc counts {want} (mp_.n_mmaps)"
+                              + (": the others are in memory the snapshot lacks, or were allocated with "
+                                 "an alignment (memalign) this scan does not follow" if len(out) < want else ""))
         return out
 
     def _index(self, state, where, recency, mm) -> HeapIndex:

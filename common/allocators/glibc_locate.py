@@ -86,10 +86,9 @@ def locate(target: Target, reader: CachedReader) -> GlibcRoots:
     main_arena = target.symbol("main_arena", libc.path)
     if main_arena is not None and reader.try_u64(main_arena) is None:
         raise NotGlibc(f"main_arena ({main_arena:#x}) is not in the snapshot: " + _missing(target))
-    if main_arena is not None and _looks_like_arena(reader, main_arena, layout):
+    if main_arena is not None:                 # debug info is trusted; a corrupt arena is a finding
         how["main_arena"] = "symbol main_arena (debug info)"
     else:
-        main_arena = None
         if info is None:
             raise NotGlibc(f"libc's file {libc.path} cannot be read, and the debugger has no debug "
                            "info for it: install libc6-dbg, or make the library file available")
@@ -100,6 +99,9 @@ def locate(target: Target, reader: CachedReader) -> GlibcRoots:
                 break
         if main_arena is None and cands and all(reader.try_u64(a) is None for a in cands):
             raise NotGlibc(f"libc's data (main_arena at {cands[0]:#x}) is not in the snapshot: " + _missing(target))
+        if main_arena is None and len(cands) == 1:   # the static initializer is unambiguous
+            main_arena = cands[0]
+            notes.append("main_arena's bins look corrupt; walking it anyway")
         if main_arena is None:
             raise NotGlibc("main_arena could not be found in libc's data (no debug info, and the "
                            "structure search failed): install libc6-dbg")
@@ -130,7 +132,8 @@ def _missing(target: Target) -> str:
 
 
 def _looks_like_arena(reader: CachedReader, addr: int, lay: GlibcLayout) -> bool:
-    """An initialised malloc_state: each bin's fd/bk are both itself (empty) or both elsewhere."""
+    """An initialised malloc_state: top aligned; every bin's fd/bk both point at the bin itself
+    (empty) or both elsewhere, aligned. (A busy arena may have few empty bins.)"""
     try:
         raw = reader.read(addr, lay.ms_size)
     except ReadError:
@@ -139,16 +142,10 @@ def _looks_like_arena(reader: CachedReader, addr: int, lay: GlibcLayout) -> bool
     top = struct.unpack_from("<Q", raw, lay.ms_top)[0]
     if top == 0:                              # malloc never ran: bins are all zero
         return not bins.any()
-    if top & 0xF:
+    if top & 0xF or bins.any() and (bins & np.uint64(0xF)).any():
         return False
-    empty = 0
-    for i in range(1, 128):
-        fd, bk = int(bins[2 * (i - 1)]), int(bins[2 * (i - 1) + 1])
-        b = addr + lay.ms_bins + (i - 1) * 16 - 16
-        if (fd == b) != (bk == b):
-            return False
-        empty += fd == b
-    return empty >= 32                        # most bins of a real arena are empty
+    heads = np.uint64(addr + lay.ms_bins - 32) + np.arange(1, 128, dtype=np.uint64) * np.uint64(16)
+    return bool(np.all((bins[0::2] == heads) == (bins[1::2] == heads)))
 
 
 def _main_arena_candidates(info: ElfInfo, lay: GlibcLayout) -> List[int]:

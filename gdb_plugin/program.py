@@ -1,0 +1,295 @@
+"""The program's own state as gdb's debug info describes it: frames, pointer variables,
+globals, and where each type keeps its pointers. Translation only; analysis is in common/."""
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional
+
+import gdb
+
+from common.target import FrameInfo, PtrSlot, StopInfo, TypeLayout, Variable
+
+MAX_SLOTS = 4096          # pointer slots expanded per type (big arrays are cut here)
+MAX_ARRAY = 1024          # elements of one array expanded
+_SYSTEM = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
+_layouts: Dict[str, TypeLayout] = {}
+
+
+def _target_info(ptr_type: gdb.Type):
+    """(sizeof *p or None, pointee type name or None) for a pointer type."""
+    try:
+        t = ptr_type.target()
+        st = t.strip_typedefs()
+    except (gdb.error, RuntimeError):
+        return None, None
+    if st.code in (gdb.TYPE_CODE_VOID, gdb.TYPE_CODE_FUNC):
+        return None, None
+    if st.code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_CHAR) and st.sizeof == 1:
+        return None, None                       # char *: a byte buffer, no object size to check
+    try:
+        size = st.sizeof
+    except gdb.error:                           # incomplete type
+        return None, None
+    name = str(st) if st.code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION) else None
+    return (size or None), name
+
+
+def _slots(t: gdb.Type, path: str, off: int, out: List[PtrSlot], ambiguous: bool, depth: int) -> None:
+    if len(out) >= MAX_SLOTS or depth > 12:
+        return
+    st = t.strip_typedefs()
+    code = st.code
+    if code == gdb.TYPE_CODE_PTR:
+        size, target = _target_info(st)
+        out.append(PtrSlot(path, off, str(t), size, target, ambiguous))
+    elif code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+        amb = ambiguous or code == gdb.TYPE_CODE_UNION
+        for f in st.fields():
+            if getattr(f, "bitsize", 0) or not hasattr(f, "bitpos") or f.type is None:
+                continue                        # bitfields and static members hold no pointer
+            name = f.name or ""
+            sub = path if f.is_base_class or not name else f"{path}.{name}"
+            _slots(f.type, sub, off + f.bitpos // 8, out, amb, depth + 1)
+    elif code == gdb.TYPE_CODE_ARRAY:
+        try:
+            lo, hi = st.range()
+            elem = st.target()
+            esz = elem.sizeof
+        except (gdb.error, RuntimeError):
+            return
+        if esz <= 0:
+            return
+        probe: List[PtrSlot] = []
+        _slots(elem, "", 0, probe, ambiguous, depth + 1)
+        if not probe:
+            return                              # no pointers in this element type
+        for i in range(0, min(hi - lo + 1, MAX_ARRAY)):
+            for p in probe:
+                if len(out) >= MAX_SLOTS:
+                    return
+                out.append(PtrSlot(f"{path}[{i}]{p.path}", off + i * esz + p.offset, p.type_name,
+                                   p.target_size, p.target_type, p.ambiguous))
+
+
+def layout_of(t: gdb.Type) -> TypeLayout:
+    key = str(t)
+    lay = _layouts.get(key)
+    if lay is None:
+        out: List[PtrSlot] = []
+        try:
+            _slots(t, "", 0, out, False, 0)
+            size = t.strip_typedefs().sizeof
+        except (gdb.error, RuntimeError):
+            size = 0
+        lay = TypeLayout(key, size, tuple(out))
+        _layouts[key] = lay
+    return lay
+
+
+def type_layout(name: str) -> Optional[TypeLayout]:
+    try:
+        return layout_of(gdb.lookup_type(name))
+    except gdb.error:
+        m = re.match(r"(struct|union|enum) (.+)", name)
+        try:
+            return layout_of(gdb.lookup_type(m.group(2))) if m else None
+        except gdb.error:
+            return None
+
+
+def _variable(sym, frame, kind, thread, tid, level, fn) -> Optional[Variable]:
+    try:
+        lay = layout_of(sym.type)
+    except (gdb.error, RuntimeError):
+        return None
+    if not lay.slots:
+        return None
+    var = Variable(sym.name, kind, lay, thread=thread, tid=tid, frame=level, function=fn)
+    try:
+        val = sym.value(frame) if frame is not None else sym.value()
+        if val.is_optimized_out:
+            var.optimized_out = True
+            return var
+        addr = val.address
+        if addr is not None:
+            var.address = int(addr)
+        elif val.type.strip_typedefs().code == gdb.TYPE_CODE_PTR:
+            var.value = int(val) & 0xFFFFFFFFFFFFFFFF
+        else:
+            var.optimized_out = True            # an aggregate in registers: not followed
+    except (gdb.error, RuntimeError, ValueError):
+        var.optimized_out = True
+    return var
+
+
+def frames(inferior, max_frames: int, variables: bool) -> List[FrameInfo]:
+    out: List[FrameInfo] = []
+    try:
+        cur = gdb.selected_thread()
+        cur_frame = gdb.selected_frame() if cur is not None else None
+    except gdb.error:
+        cur, cur_frame = None, None
+    try:
+        for th in sorted(inferior.threads(), key=lambda t: t.num):
+            tid = th.ptid[1] or th.ptid[0]
+            try:
+                th.switch()
+                f = gdb.newest_frame()
+            except gdb.error:
+                continue
+            level = 0
+            while f is not None and level < max_frames:
+                out.append(_frame_info(f, th.num, tid, level, variables))
+                try:
+                    f = f.older()
+                except gdb.error:
+                    break
+                level += 1
+    finally:
+        try:
+            if cur is not None:
+                cur.switch()
+            if cur_frame is not None:
+                cur_frame.select()
+        except gdb.error:
+            pass
+    return out
+
+
+def _frame_info(f, thread, tid, level, variables) -> FrameInfo:
+    try:
+        pc = f.pc()
+    except gdb.error:
+        pc = 0
+    fn = f.name() or ""
+    sal = f.find_sal()
+    path = objfile = ""
+    line = 0
+    if sal is not None and sal.symtab is not None:
+        path, line = sal.symtab.fullname(), sal.line
+        objfile = sal.symtab.objfile.filename if sal.symtab.objfile else ""
+    if not objfile:
+        try:
+            objfile = gdb.solib_name(pc) or ""
+        except gdb.error:
+            pass
+    fi = FrameInfo(thread, tid, level, pc, fn, path, line, objfile)
+    if not variables or objfile.startswith(_SYSTEM):
+        return fi                               # the C library's frames: its own business
+    try:
+        block = f.block()
+    except (RuntimeError, gdb.error):
+        return fi
+    seen = set()
+    while block is not None:
+        for sym in block:
+            if sym.name in seen or not (sym.is_argument or sym.is_variable):
+                continue
+            seen.add(sym.name)
+            v = _variable(sym, f, "arg" if sym.is_argument else "local", thread, tid, level, fn)
+            if v is not None:
+                fi.variables.append(v)
+        if block.function is not None:
+            break
+        block = block.superblock
+    return fi
+
+
+def globals_(objfiles) -> List[Variable]:
+    """Pointer-holding variables with static storage in the program and its own libraries
+    (system libraries' globals are their own business). The candidates are the data objects
+    of each file's symbol table; gdb gives each one's type."""
+    from common.elfinfo import elf_info
+    out: List[Variable] = []
+    for obj in objfiles:
+        if obj.path.startswith(_SYSTEM):
+            continue
+        info = elf_info(obj.path)
+        if info is None:
+            continue
+        for name, value, _size in info.data_objects():
+            addr = value + obj.base
+            sym = _symbol_at(name, addr)
+            if sym is None:
+                continue
+            lay = layout_of(sym.type)
+            if lay.slots:
+                out.append(Variable(name, "global", lay, address=addr))
+    return out
+
+
+def _symbol_at(name: str, addr: int):
+    """The debug-info symbol `name` whose storage is at addr (statics may share names)."""
+    cands = []
+    try:
+        g = gdb.lookup_global_symbol(name, gdb.SYMBOL_VAR_DOMAIN)
+        if g is not None:
+            cands.append(g)
+        cands += gdb.lookup_static_symbols(name, gdb.SYMBOL_VAR_DOMAIN)
+    except (gdb.error, AttributeError, TypeError):
+        return None
+    for sym in cands:
+        try:
+            a = sym.value().address
+            if a is not None and int(a) == addr:
+                return sym
+        except (gdb.error, RuntimeError, TypeError):
+            continue
+    return None
+
+
+def stop_info() -> StopInfo:
+    try:
+        th = gdb.selected_thread()
+    except gdb.error:
+        th = None
+    if th is None:
+        return StopInfo(None)
+    sig = addr = None
+    try:
+        si = gdb.parse_and_eval("$_siginfo")
+        signo = int(si["si_signo"])
+        names = {6: "SIGABRT", 11: "SIGSEGV", 7: "SIGBUS", 4: "SIGILL", 8: "SIGFPE", 5: "SIGTRAP"}
+        sig = names.get(signo, f"signal {signo}")
+        if signo in (11, 7):
+            addr = int(si["_sifields"]["_sigfault"]["si_addr"])
+        if signo == 5:
+            sig = None                           # a breakpoint or a step, not a crash
+    except (gdb.error, RuntimeError, ValueError, TypeError):
+        pass
+    return StopInfo(th.num, sig, addr)
+
+
+def evaluate(expr: str, thread: int, level: int):
+    cur = gdb.selected_thread()
+    try:
+        cur_frame = gdb.selected_frame()
+    except gdb.error:
+        cur_frame = None
+    try:
+        for th in gdb.selected_inferior().threads():
+            if th.num == thread:
+                th.switch()
+                break
+        f = gdb.newest_frame()
+        for _ in range(level):
+            f = f.older()
+        f.select()
+        v = gdb.parse_and_eval(expr)
+        if v.is_optimized_out:
+            return None
+        t = v.type.strip_typedefs()
+        size = None
+        if t.code == gdb.TYPE_CODE_PTR:
+            size, _ = _target_info(t)
+        return int(v) & 0xFFFFFFFFFFFFFFFF, str(v.type), size
+    except (gdb.error, RuntimeError, ValueError, AttributeError):
+        return None
+    finally:
+        try:
+            if cur is not None:
+                cur.switch()
+            if cur_frame is not None:
+                cur_frame.select()
+        except gdb.error:
+            pass
