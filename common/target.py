@@ -191,6 +191,10 @@ class Target:
         """Evaluate a C expression in a frame: (value, type name, sizeof target) or None."""
         return None
 
+    def frame_registers(self, thread: int, frame: int) -> Dict[str, int]:
+        """General registers as unwound for a frame (callee-saved ones are exact)."""
+        return {}
+
     def source_line(self, path: str, line: int) -> Optional[str]:
         try:
             with open(path, errors="replace") as f:

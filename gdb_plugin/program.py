@@ -260,6 +260,38 @@ def stop_info() -> StopInfo:
     return StopInfo(th.num, sig, addr)
 
 
+_REGS = ("rbx", "rbp", "r12", "r13", "r14", "r15", "rdi", "rsi", "rax", "rdx")
+
+
+def frame_registers(thread: int, level: int):
+    cur = gdb.selected_thread()
+    try:
+        for th in gdb.selected_inferior().threads():
+            if th.num == thread:
+                th.switch()
+                break
+        f = gdb.newest_frame()
+        for _ in range(level):
+            f = f.older()
+        out = {}
+        for r in _REGS:
+            try:
+                v = f.read_register(r)
+                if not v.is_optimized_out:
+                    out[r] = int(v) & 0xFFFFFFFFFFFFFFFF
+            except (gdb.error, ValueError):
+                pass
+        return out
+    except (gdb.error, RuntimeError, AttributeError):
+        return {}
+    finally:
+        try:
+            if cur is not None:
+                cur.switch()
+        except gdb.error:
+            pass
+
+
 def evaluate(expr: str, thread: int, level: int):
     cur = gdb.selected_thread()
     try:

@@ -252,6 +252,9 @@ class GdbTarget(Target):
     def stop_info(self):
         return program.stop_info()
 
+    def frame_registers(self, thread: int, frame: int):
+        return program.frame_registers(thread, frame)
+
     def evaluate(self, expr: str, thread: int, frame: int):
         return program.evaluate(expr, thread, frame)
 

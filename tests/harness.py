@@ -91,7 +91,8 @@ def run_live(exe: str, args=(), nodebug=False, gcore=True, extra=(), timeout=300
 
 def run_core(exe: str, core: str, truth_dir: str, nodebug=False, extra=(), timeout=300) -> Run:
     out = tempfile.mkdtemp(prefix="hl-core-", dir=os.path.dirname(truth_dir))
-    shutil.copy(os.path.join(truth_dir, "truth.txt"), os.path.join(out, "truth.txt"))
+    if os.path.exists(os.path.join(truth_dir, "truth.txt")):
+        shutil.copy(os.path.join(truth_dir, "truth.txt"), os.path.join(out, "truth.txt"))
     env = dict(os.environ, HL_OUT=out, HL_TRUTH=os.path.join(out, "truth.txt"), HL_EXTRA=";".join(extra))
     env.pop("HL_GCORE", None)
     cmd = gdb_cmd(nodebug) + ["-ex", f"source {PROBE}", exe, core]

@@ -33,6 +33,8 @@ def analyse(target: Target, snaps: List[HeapSnapshot]) -> ProgramView:
     stats["globals"] = len(glob)
     stats["frames"] = len(frames)
     cr = crash_mod.analyse(target, reader, frames, stop, snaps)
+    if cr is not None:
+        crash_mod.infer_pointer(cr, refs, snaps, target)
     view = ProgramView(stop, frames, refs, stats, cr)
     view.findings = crash_mod.findings(cr, snaps, refs, target)
     crash_frame, skip = None, set()

@@ -44,6 +44,7 @@ class Crash:
     pointer: Optional[int] = None
     pointer_from: str = ""                 # how the pointer was found
     in_allocator: bool = False
+    needs_inference: bool = False
     notes: List[str] = field(default_factory=list)
 
 
@@ -124,9 +125,51 @@ def analyse(target: Target, reader: CachedReader, frames: List[FrameInfo], stop:
                 if r is not None:
                     crash.pointer, crash.pointer_from = r[0], f"'{expr}' evaluated in {prog.function}"
     if crash.pointer is None and crash.op in ("free", "realloc"):
+        for f in inner:                          # _int_free's chunk pointer (libc debug info)
+            if f.function in ("_int_free", "_int_free_merge_chunk", "_int_realloc"):
+                r = target.evaluate("p", crash.thread, f.level)
+                if r is not None and r[0]:
+                    crash.pointer, crash.pointer_from = r[0] + 16, f"chunk argument p of {f.function} (+16)"
+                    break
+    if crash.pointer is None and crash.op in ("free", "realloc"):
+        crash.needs_inference = True
+    return crash
+
+
+def infer_pointer(crash: Crash, refs: List[Ref], snaps: List[HeapSnapshot], target: Target = None) -> None:
+    """Optimized code keeps no copy of the argument: if the calling frame's variables point to
+    exactly one free chunk's start, that is the pointer (labelled as inferred)."""
+    if not crash.needs_inference or crash.frame is None:
+        return
+    cands = {}
+    for r in refs:
+        if (r.var.thread, r.var.frame) != (crash.thread, crash.frame.level):
+            continue
+        w = locate(snaps, r.value)
+        if w is not None and w.offset == 0 and w.state in (FREE, CACHED, TOP):
+            cands.setdefault(r.value, r.path)
+    if len(cands) == 1:
+        (p, path), = cands.items()
+        crash.pointer = p
+        crash.pointer_from = (f"inferred: the argument is optimized out, and {path} is the only pointer to a "
+                              f"freed chunk in {crash.frame.function}'s variables")
+        return
+    # last resort: the allocator keeps its argument in registers that libc's own frames saved
+    regs = {}
+    for level in range(0, crash.frame.level + 1) if target is not None else ():
+        for name, v in target.frame_registers(crash.thread, level).items():
+            for cand in (v, v + 16):          # a user pointer, or a chunk pointer
+                w = locate(snaps, cand)
+                if w is not None and w.offset == 0 and w.state in (FREE, CACHED):
+                    regs.setdefault(cand, f"{name} in frame {level}")
+    if len(regs) == 1:
+        (p, where), = regs.items()
+        crash.pointer = p
+        crash.pointer_from = (f"a guess: the argument is optimized out; {p:#x} is the only freed chunk found in "
+                              f"the registers of the allocator's frames ({where})")
+    else:
         crash.notes.append("the pointer passed to the allocator could not be recovered (optimized out, no "
                            "source line, no libc debug info)")
-    return crash
 
 
 def _call_argument(line: str, op: Optional[str]) -> Optional[str]:

@@ -185,7 +185,7 @@ def check(refs: List[Ref], snaps: List[HeapSnapshot], stop: StopInfo,
             if counts["use-after-free"] > MAX_FINDINGS:
                 continue
             faulted = stop.fault_address is not None and w.start <= stop.fault_address < w.start + w.usable + 16
-            sev = "critical" if faulted else "warning"
+            sev = "critical" if faulted or in_crash else "warning"   # in_crash: a SIGSEGV/SIGBUS frame
             if r.slot.ambiguous:
                 sev = "info"
             note = annotate(w)
