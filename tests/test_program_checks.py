@@ -144,3 +144,30 @@ def test_heap_frames_and_annotated_backtrace(tmp_path):
     assert "in handler_query_response (id=2, query=" in text
     line = next(l for l in text.splitlines() if l.strip().startswith("response = 0x"))
     assert "[free: unsorted of arena" in line and "4008 B, freed last]" in line, line
+
+
+def test_scripting_example_and_python_api():
+    """examples/scripting.gdb: the breakpoint condition, annotations and a stop hook written
+    with the documented Python API (common.api)."""
+    exe = build("threaded_server", src_dir=EXAMPLES)
+    p = subprocess.run(gdb_cmd(False) + ["-x", os.path.join(EXAMPLES, "scripting.gdb"), "-ex", "run",
+                                         "-ex", "python from common import api; from gdb_plugin.api import target; "
+                                                "print('API', api.state(target(), int(gdb.parse_and_eval('$rdi'))), "
+                                                "api.usable_size(target(), int(gdb.parse_and_eval('$rdi'))))",
+                                         "-ex", "kill", exe], capture_output=True, text=True, timeout=180)
+    out = p.stdout
+    assert "Traceback" not in out + p.stderr
+    hit = next(l for l in out.splitlines() if "hit Breakpoint 1" in l)
+    assert "__GI___libc_free (mem=0x" in hit and "[cached: tcache[18] (0x140) of thread 3, 312 B, freed last]" in hit
+    assert "[heaplens] 19 chunks, " in out
+    assert "API cached 312" in out
+
+
+def test_batch_script_exit_status(tmp_path):
+    exe = build("session_cache", src_dir=EXAMPLES)
+    live = run_live(exe)
+    p = subprocess.run([os.path.join(EXAMPLES, "check_core.sh"), exe, live.core], capture_output=True, text=True,
+                       timeout=180)
+    assert p.returncode == 1 and "critical heap findings" in p.stdout
+    rep = json.load(open(live.core + ".heaplens.json"))
+    assert rep["findings"][0]["kind"] == "double-free"
