@@ -2,6 +2,7 @@
 globals, and where each type keeps its pointers. Translation only; analysis is in common/."""
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Dict, List, Optional
 
@@ -13,6 +14,38 @@ MAX_SLOTS = 4096          # pointer slots expanded per type (big arrays are cut 
 MAX_ARRAY = 1024          # elements of one array expanded
 _SYSTEM = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
 _layouts: Dict[str, TypeLayout] = {}
+
+
+@contextlib.contextmanager
+def preserved_selection():
+    """Run a block that switches threads/frames, then give the user back their selection."""
+    try:
+        cur = gdb.selected_thread()
+        cur_frame = gdb.selected_frame() if cur is not None else None
+    except gdb.error:
+        cur, cur_frame = None, None
+    try:
+        yield
+    finally:
+        try:
+            if cur is not None and cur.is_valid():
+                cur.switch()
+            if cur_frame is not None and cur_frame.is_valid():
+                cur_frame.select()
+        except gdb.error:
+            pass
+
+
+def _frame_at(thread: int, level: int):
+    """Switch to a thread and return its frame at `level` (the caller preserves selection)."""
+    for th in gdb.selected_inferior().threads():
+        if th.num == thread:
+            th.switch()
+            break
+    f = gdb.newest_frame()
+    for _ in range(level):
+        f = f.older()
+    return f
 
 
 def _target_info(ptr_type: gdb.Type):
@@ -124,12 +157,7 @@ def _variable(sym, frame, kind, thread, tid, level, fn) -> Optional[Variable]:
 
 def frames(inferior, max_frames: int, variables: bool) -> List[FrameInfo]:
     out: List[FrameInfo] = []
-    try:
-        cur = gdb.selected_thread()
-        cur_frame = gdb.selected_frame() if cur is not None else None
-    except gdb.error:
-        cur, cur_frame = None, None
-    try:
+    with preserved_selection():
         for th in sorted(inferior.threads(), key=lambda t: t.num):
             tid = th.ptid[1] or th.ptid[0]
             try:
@@ -145,14 +173,6 @@ def frames(inferior, max_frames: int, variables: bool) -> List[FrameInfo]:
                 except gdb.error:
                     break
                 level += 1
-    finally:
-        try:
-            if cur is not None:
-                cur.switch()
-            if cur_frame is not None:
-                cur_frame.select()
-        except gdb.error:
-            pass
     return out
 
 
@@ -264,16 +284,12 @@ _REGS = ("rbx", "rbp", "r12", "r13", "r14", "r15", "rdi", "rsi", "rax", "rdx")
 
 
 def frame_registers(thread: int, level: int):
-    cur = gdb.selected_thread()
-    try:
-        for th in gdb.selected_inferior().threads():
-            if th.num == thread:
-                th.switch()
-                break
-        f = gdb.newest_frame()
-        for _ in range(level):
-            f = f.older()
-        out = {}
+    out = {}
+    with preserved_selection():
+        try:
+            f = _frame_at(thread, level)
+        except (gdb.error, RuntimeError, AttributeError):
+            return out
         for r in _REGS:
             try:
                 v = f.read_register(r)
@@ -281,47 +297,18 @@ def frame_registers(thread: int, level: int):
                     out[r] = int(v) & 0xFFFFFFFFFFFFFFFF
             except (gdb.error, ValueError):
                 pass
-        return out
-    except (gdb.error, RuntimeError, AttributeError):
-        return {}
-    finally:
-        try:
-            if cur is not None:
-                cur.switch()
-        except gdb.error:
-            pass
+    return out
 
 
 def evaluate(expr: str, thread: int, level: int):
-    cur = gdb.selected_thread()
-    try:
-        cur_frame = gdb.selected_frame()
-    except gdb.error:
-        cur_frame = None
-    try:
-        for th in gdb.selected_inferior().threads():
-            if th.num == thread:
-                th.switch()
-                break
-        f = gdb.newest_frame()
-        for _ in range(level):
-            f = f.older()
-        f.select()
-        v = gdb.parse_and_eval(expr)
-        if v.is_optimized_out:
-            return None
-        t = v.type.strip_typedefs()
-        size = None
-        if t.code == gdb.TYPE_CODE_PTR:
-            size, _ = _target_info(t)
-        return int(v) & 0xFFFFFFFFFFFFFFFF, str(v.type), size
-    except (gdb.error, RuntimeError, ValueError, AttributeError):
-        return None
-    finally:
+    with preserved_selection():
         try:
-            if cur is not None:
-                cur.switch()
-            if cur_frame is not None:
-                cur_frame.select()
-        except gdb.error:
-            pass
+            _frame_at(thread, level).select()
+            v = gdb.parse_and_eval(expr)
+            if v.is_optimized_out:
+                return None
+            t = v.type.strip_typedefs()
+            size = _target_info(t)[0] if t.code == gdb.TYPE_CODE_PTR else None
+            return int(v) & 0xFFFFFFFFFFFFFFFF, str(v.type), size
+        except (gdb.error, RuntimeError, ValueError, AttributeError):
+            return None

@@ -175,26 +175,13 @@ class GdbTarget(Target):
 
     def _fs_base_by_switching(self, threads):
         res = {}
-        try:
-            cur = gdb.selected_thread()
-            frame = gdb.selected_frame() if cur is not None else None
-        except gdb.error:
-            cur, frame = None, None
-        try:
+        with program.preserved_selection():
             for t in threads:
                 try:
                     t.switch()
                     res[t.num] = int(gdb.parse_and_eval("$fs_base")) or None
                 except (gdb.error, ValueError):
                     pass
-        finally:
-            try:
-                if cur is not None:
-                    cur.switch()
-                if frame is not None:
-                    frame.select()
-            except gdb.error:
-                pass
         return res
 
     def objfiles(self) -> List[ObjFile]:
