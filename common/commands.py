@@ -468,3 +468,36 @@ def pointer_note(target: Target, address: int, cache_key=None) -> str:
     from .checks.program import annotate, locate
     snaps, _ = snapshots(target, cache_key)
     return annotate(locate(snaps, address))
+
+
+# --- the command table both adapters register from -----------------------------------------------
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    help: str                         # first line: summary; then usage and details
+    parse: Any                        # argstr -> Args (raises UsageError)
+    run: Any                          # (target, Args, cache_key) -> Result
+
+
+COMMANDS = [
+    CommandSpec("heap-check", f"""Walk the heap allocator(s) and check every structure for corruption.
+Usage: {HEAP_CHECK_USAGE}
+Findings (double free, invalid free, use-after-free, size mismatch, metadata corruption) are
+printed worst first, the crash itself first when the program stopped in the allocator.
+--json PATH writes the report as JSON (- for the console only); --fail-on makes the command
+fail when a finding of that severity or worse exists (a batch run then exits non-zero).""",
+                parse_heap_check, run_heap_check),
+    CommandSpec("heap-stats", f"""Per-arena and per-size-class heap usage, free space, fragmentation, thread caches.
+Usage: {HEAP_STATS_USAGE}""", parse_heap_stats, run_heap_stats),
+    CommandSpec("heap-frames", f"""Every frame of every thread with each pointer annotated.
+Usage: {HEAP_FRAMES_USAGE}
+Each pointer argument and local shows the state of what it points to (allocated, free in which
+bin, cached in which thread's tcache, how recently freed), with warnings for stale pointers
+and objects too small for their type.""", parse_heap_frames, run_heap_frames),
+]
+
+INFO_ALLOC_HELP = f"""Allocation state of the heap chunk an expression points into.
+Usage: {INFO_ALLOC_USAGE}
+Shows the chunk, its usable size, state (allocated/free/cached/top/mmapped/not-heap), arena,
+freelist and position (0 = freed last), the thread whose cache holds it, and whether the
+pointer's static type fits in the chunk."""

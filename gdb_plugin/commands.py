@@ -53,44 +53,25 @@ def guarded(name):
     return wrap
 
 
-class HeapCheck(gdb.Command):
-    """Walk the heap allocator(s) and check every structure for corruption.
-Usage: heap-check [--json PATH] [--fail-on critical|warning|info]
-Findings (double free, metadata corruption, ...) are printed worst first.
---json PATH writes the report as JSON (- for the console); --fail-on makes the
-command fail when a finding of that severity or worse exists (for gdb -batch)."""
+def _command_class(spec: C.CommandSpec):
+    """A gdb command for a spec of common.commands.COMMANDS: parse, make the target, run, print."""
 
-    def __init__(self):
-        super().__init__("heap-check", gdb.COMMAND_DATA)
+    class Cmd(gdb.Command):
+        __doc__ = spec.help
 
-    @guarded("heap-check")
-    def invoke(self, target, arg):
-        args = C.parse_heap_check(arg)
-        t = target()
-        _emit(C.run_heap_check(t, args, _cache_key(t)))
+        def __init__(self):
+            super().__init__(spec.name, gdb.COMMAND_DATA)
 
-
-class HeapStats(gdb.Command):
-    """Per-arena and per-size-class heap usage, free space and fragmentation.
-Usage: heap-stats [--json PATH]"""
-
-    def __init__(self):
-        super().__init__("heap-stats", gdb.COMMAND_DATA)
-
-    @guarded("heap-stats")
-    def invoke(self, target, arg):
-        args = C.parse_heap_stats(arg)
-        t = target()
-        _emit(C.run_heap_stats(t, args, _cache_key(t)))
+        @guarded(spec.name)
+        def invoke(self, target, arg):
+            args = spec.parse(arg)
+            t = target()
+            _emit(spec.run(t, args, _cache_key(t)))
+    return Cmd
 
 
 class InfoAlloc(gdb.Command):
-    """Allocation state of the heap chunk an expression points into.
-Usage: info alloc EXPR [--json PATH]
-EXPR is any expression gdb evaluates: a pointer variable, p->next, an address.
-Shows the chunk, its usable size, state (allocated/free/cached/top/mmapped),
-arena, freelist and position, the thread whose cache holds it, and whether the
-pointer's static type fits in the chunk."""
+    __doc__ = C.INFO_ALLOC_HELP
 
     def __init__(self):
         super().__init__("info alloc", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
@@ -101,22 +82,6 @@ pointer's static type fits in the chunk."""
         t = target()
         ptr = evaluate_pointer(args.rest)
         _emit(C.run_info_alloc(t, ptr, args, _cache_key(t)))
-
-
-class HeapFrames(gdb.Command):
-    """Every frame of every thread, each pointer argument and local annotated with the
-state of what it points to (allocated, free in which bin, cached in which thread's tcache,
-how recently freed), with warnings for stale pointers and objects too small for their type.
-Usage: heap-frames [--json PATH]"""
-
-    def __init__(self):
-        super().__init__("heap-frames", gdb.COMMAND_STACK)
-
-    @guarded("heap-frames")
-    def invoke(self, target, arg):
-        args = C.parse_heap_frames(arg)
-        t = target()
-        _emit(C.run_heap_frames(t, args, _cache_key(t)))
 
 
 def evaluate_pointer(expr: str) -> C.Pointer:
@@ -148,9 +113,8 @@ def evaluate_pointer(expr: str) -> C.Pointer:
 
 
 def register():
-    HeapCheck()
-    HeapStats()
+    for spec in C.COMMANDS:
+        _command_class(spec)()
     InfoAlloc()
-    HeapFrames()
     from .scripting import register as register_scripting
     register_scripting()

@@ -23,8 +23,10 @@ def build(name: str, opt: str = "-O0", src_dir: str = PROGRAMS, extra=()) -> str
     exe = os.path.join(BUILD, f"{name}{opt}{''.join(extra)}".replace("/", "_"))
     if not os.path.exists(exe) or os.path.getmtime(exe) < max(
             os.path.getmtime(src), os.path.getmtime(os.path.join(PROGRAMS, "truth.h"))):
-        subprocess.run(["gcc", "-g", opt, "-pthread", "-o", exe, src, *extra], check=True,
+        tmp = f"{exe}.{os.getpid()}.tmp"       # atomic: concurrent test runs share this cache
+        subprocess.run(["gcc", "-g", opt, "-pthread", "-o", tmp, src, *extra], check=True,
                        capture_output=True, text=True)
+        os.replace(tmp, exe)
     return exe
 
 
