@@ -48,10 +48,13 @@ class CoreFile:
         except (OSError, ValueError) as e:
             raise TargetError(f"cannot open core file {path}: {e}") from None
         mm = self._mm
-        if mm[:4] != b"\x7fELF" or mm[4] != 2 or mm[5] != 1 or struct.unpack_from("<H", mm, 16)[0] != 4:
+        if self._size < 64 or mm[:4] != b"\x7fELF" or mm[4] != 2 or mm[5] != 1 \
+                or struct.unpack_from("<H", mm, 16)[0] != 4:
             raise TargetError(f"{path} is not a 64-bit little-endian ELF core file")
         phoff, = struct.unpack_from("<Q", mm, 0x20)
         phentsize, phnum = struct.unpack_from("<HH", mm, 0x36)
+        if phentsize < 56:
+            raise TargetError(f"{path}: corrupt ELF header (program header size {phentsize})")
         self.segments: List[Tuple[int, int, int, int, int]] = []   # vaddr, memsz, off, filesz, flags
         self.files: List[Tuple[int, int, int, str]] = []           # start, end, file offset, path
         self.threads: List[CoreThread] = []

@@ -64,15 +64,23 @@ class ElfInfo:
         """slot vaddr -> link-time target of RELATIVE relocations (RELA addends)."""
         return {off: add for off, typ, _, add in self.rela if typ == R_X86_64_RELATIVE}
 
-    def symbol(self, name: str) -> Optional[int]:
-        for secname in (".symtab", ".dynsym"):
+    @functools.cached_property
+    def _symbols(self) -> Dict[str, int]:
+        """name -> value of defined symbols, .symtab over .dynsym (built once: pyelftools
+        rebuilds its own map on every section lookup)."""
+        from elftools.elf.sections import SymbolTableSection
+        out: Dict[str, int] = {}
+        for secname in (".dynsym", ".symtab"):
             sec = self.elf.get_section_by_name(secname)
-            if sec is None:
+            if not isinstance(sec, SymbolTableSection):     # a debug file's .dynsym is NOBITS
                 continue
-            for sym in sec.get_symbol_by_name(name) or ():
-                if sym["st_shndx"] != "SHN_UNDEF":
-                    return sym["st_value"]
-        return None
+            for sym in sec.iter_symbols():
+                if sym.name and sym["st_shndx"] != "SHN_UNDEF":
+                    out[sym.name] = sym["st_value"]
+        return out
+
+    def symbol(self, name: str) -> Optional[int]:
+        return self._symbols.get(name)
 
     def data_objects(self, min_size: int = 8) -> List[Tuple[str, int, int]]:
         """(name, link-time address, size) of the data objects in .symtab (globals and

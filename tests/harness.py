@@ -1,6 +1,7 @@
 """Build the C test programs and run them under real gdb, live and from gcore cores."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -14,6 +15,9 @@ PROGRAMS = os.path.join(ROOT, "tests", "programs")
 GDBINIT = os.path.join(ROOT, "gdb_plugin", "gdbinit.py")
 PROBE = os.path.join(ROOT, "tests", "gdb_probe.py")
 BUILD = os.path.join(tempfile.gettempdir(), f"heaplens-tests-{os.getuid()}")
+# every run's output (JSON, cores of hundreds of MB) lives here and goes when the tests end
+RUNS = tempfile.mkdtemp(prefix="heaplens-runs-")
+atexit.register(shutil.rmtree, RUNS, True)
 
 
 def build(name: str, opt: str = "-O0", src_dir: str = PROGRAMS, extra=()) -> str:
@@ -80,7 +84,7 @@ def gdb_cmd(nodebug: bool) -> List[str]:
 
 def run_live(exe: str, args=(), nodebug=False, gcore=True, extra=(), timeout=300, workdir=None) -> Run:
     """Run exe under gdb to heaplens_checkpoint, probe, optionally gcore."""
-    out = tempfile.mkdtemp(prefix="hl-", dir=workdir)
+    out = tempfile.mkdtemp(prefix="hl-", dir=workdir or RUNS)
     env = dict(os.environ, HL_OUT=out, HL_TRUTH=os.path.join(out, "truth.txt"),
                HEAPLENS_TRUTH=os.path.join(out, "truth.txt"), HL_EXTRA=";".join(extra))
     core = os.path.join(out, "core") if gcore else None

@@ -186,6 +186,11 @@ class _Walker:
             if nxt == main:
                 break
             bad = None
+            if nxt and not nxt & 0xF and self.r.try_u64(nxt) is None and self.r.try_u64(main) is not None \
+                    and self.t.warnings():
+                self.notes.append(f"the arena at {nxt:#x} (after {self.arenas[-1].name}) is not in the snapshot; "
+                                  "it and later arenas are not walked")
+                break
             if nxt in seen:
                 bad = "loops back to an arena already seen"
             elif nxt & 0xF or not nxt:
@@ -248,7 +253,7 @@ class _Walker:
             except ReadError:
                 self.corrupt(None, f"{a.name}: heap_info at {h:#x} unreadable", [], "heap-info")
                 break
-            if ar_ptr != a.address or size > lay.heap_max_size or size < 4096:
+            if ar_ptr != a.address or size > lay.heap_max_size or size < 4096 or size & 0xFFF:
                 self.corrupt(None, f"{a.name}: heap_info at {h:#x} is corrupt (ar_ptr {ar_ptr:#x}, "
                              f"size {size:#x})", [f"heaps of an arena are chained by heap_info.prev"],
                              "heap-info")
@@ -268,6 +273,7 @@ class _Walker:
             self._add_seg(lo, hi, a, top if is_top_heap else None, not is_top_heap)
 
     def _add_seg(self, lo, hi, a, top, fencepost_ok):
+        lo, hi = (lo + 15) & ~15, hi & ~15         # chunks are 16-aligned; so is every bound we walk
         if hi > lo:
             seg = _Seg(lo, hi, a.number, top, fencepost_ok)
             self.segs.append(seg)
@@ -444,6 +450,11 @@ class _Walker:
                 v = self.r.try_u64(t.fs_base + tp)
                 if v and is_tcache(v):
                     self.tcache_of[t.num] = v
+                elif v:
+                    self.corrupt(None, f"thread {t.num}'s tcache pointer (fs_base{tp:+#x}) is {v:#x}, which is not a "
+                                 f"tcache_perthread_struct chunk of size {lay.tcache_chunk_size:#x}",
+                                 [f"thread {t.num} (LWP {t.tid}); its cached chunks cannot be listed"], "tcache-ptr",
+                                 severity="warning")
         arena_addrs = {a.address: a.number for a in self.arenas}
         ta, _ = choose_tls_slot(self.t, self.r, libc, self.threads, lambda v: v in arena_addrs)
         if ta is not None:
@@ -665,6 +676,8 @@ class _Walker:
             self.corrupt(p, f"{nm}: corrupted double-linked list: chunk {p:#x} has bk {int(bks[j]):#x}, "
                          f"expected {int(prev[j]):#x}", [f"{nm}, position {int(j)}", "fd->bk must point back "
                          "(glibc: 'corrupted double-linked list')"], "bin-link", state="free")
+        if kind == "largebin":
+            self._check_nextsize(nm, addrs)
         if kind == "largebin" and ok.all() and len(addrs) > 1:
             sz = self.S1[idx] & np.uint64(~L.SIZE_BITS & _M64)
             for j in self.capped("bin-order", np.nonzero(sz[1:] > sz[:-1])[0]):
@@ -672,6 +685,28 @@ class _Walker:
                 self.corrupt(p, f"{nm}: chunk {p:#x} (size {int(sz[j + 1]):#x}) breaks the bin's descending "
                              "size order", [f"{nm}, position {int(j) + 1}", "glibc keeps large bins sorted"],
                              "bin-order", severity="warning", state="free")
+
+    def _check_nextsize(self, nm, addrs):
+        """The size-skip list of a large bin: the first chunk of each size links to the next
+        size's first (fd_nextsize) and back (bk_nextsize); glibc: 'largebin double linked list
+        corrupted (nextsize)'."""
+        firsts = []
+        for p in addrs.tolist():
+            try:
+                fdn, bkn = self.r.words(p + 32, 2)
+            except ReadError:
+                return
+            if fdn or bkn:
+                firsts.append((p, fdn, bkn))
+        heads = {p for p, _, _ in firsts}
+        for p, fdn, bkn in firsts[:MAX_PER_CHECK]:
+            back = self.r.try_u64(fdn + 40) if fdn in heads else None
+            if fdn not in heads or back != p:
+                self.corrupt(p, f"{nm}: chunk {p:#x}'s fd_nextsize {fdn:#x} " + (
+                    "is not the first chunk of another size in this bin" if fdn not in heads else
+                    f"points back (bk_nextsize) to {back:#x}, not to it"),
+                    ["glibc: 'malloc(): largebin double linked list corrupted (nextsize)'"], "bin-nextsize",
+                    state="free")
 
     # --- resync after a smashed size -------------------------------------------------------------
     def _resync(self):
@@ -893,6 +928,12 @@ class _Walker:
             self.corrupt(int(S[j + 1]), f"free chunks {int(S[j]):#x} and {int(S[j + 1]):#x} are adjacent "
                          "but not coalesced", ["glibc merges neighbouring free chunks"], "coalesce",
                          severity="warning", state="free")
+        # binned chunks: glibc stores size | PREV_INUSE, so both other bits are clear
+        for j in self.capped("binned-bits", np.nonzero(binned & ((S1 & np.uint64(L.IS_MMAPPED | L.NON_MAIN_ARENA)) != 0))[0]):
+            j = int(j)
+            self.corrupt(int(S[j]), f"free chunk {int(S[j]):#x} in {self.lists[int(where[j])].name} has flag bits set "
+                         f"in its size field {int(S1[j]):#x}", ["glibc writes size | PREV_INUSE into binned chunks: the "
+                         "size field was overwritten after free"], "binned-bits", state="free")
         # chunks in use (allocated, tcache, fastbin): IS_MMAPPED clear, NON_MAIN_ARENA matches the arena
         inuse = ~binned & (state != TOP)
         mm_bit = (S1 & np.uint64(L.IS_MMAPPED)) != 0

@@ -65,6 +65,9 @@ def glibc_version(libc: ObjFile, info: Optional[ElfInfo]) -> Tuple[Optional[Tupl
 
 def locate(target: Target, reader: CachedReader) -> GlibcRoots:
     libc = find_libc(target)
+    if libc is None and target.warnings():
+        raise NotGlibc(target.warnings()[0] + "; with it went the list of loaded libraries, so glibc "
+                       "cannot be located")
     if libc is None:
         raise NotGlibc("no glibc (libc.so.6) is loaded in this program (statically linked, or "
                        "another libc): glibc's heap cannot be located")
@@ -213,6 +216,6 @@ def choose_tls_slot(target: Target, reader: CachedReader, libc: ObjFile, threads
                     hits += 1
                 else:
                     bad += 1
-        if not bad and hits > best_hits:
+        if hits > bad and hits > best_hits:   # a corrupt pointer in one thread must not hide the rest
             best, best_hits = tpoff, hits
     return best, best_hits
