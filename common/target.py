@@ -89,11 +89,27 @@ class PtrSlot:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One case of a discriminated union (a Rust enum): its pointer slots apply when the
+    discriminant equals `discr_value` (None: the default case)."""
+    discr_value: Optional[int]
+    slots: Tuple[PtrSlot, ...] = ()
+
+
+@dataclass(frozen=True)
 class TypeLayout:
-    """Where a type keeps its pointers (from debug info)."""
+    """Where a type keeps its pointers (from debug info).
+
+    `slots` always apply. A discriminated union also has `variants`, chosen by the integer of
+    `discr_size` bytes at `discr_offset`. A trailing flexible array (`T items[]`) is `tail`:
+    (offset, element size, element slots), repeated for as long as the chunk has room."""
     name: str
     size: int
     slots: Tuple[PtrSlot, ...] = ()
+    discr_offset: Optional[int] = None
+    discr_size: int = 0
+    variants: Tuple[Variant, ...] = ()
+    tail: Optional[Tuple[int, int, Tuple[PtrSlot, ...]]] = None
 
 
 @dataclass
