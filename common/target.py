@@ -138,6 +138,8 @@ class FrameInfo:
     line: int = 0
     objfile: str = ""
     variables: List[Variable] = field(default_factory=list)
+    registers: Dict[str, int] = field(default_factory=dict)   # unwound, when asked for
+    cfa: Optional[int] = None      # canonical frame address (the caller's sp before the call)
 
 
 @dataclass
@@ -188,8 +190,10 @@ class Target:
         return None
 
     # --- program state (debug info of the program; empty where the debugger has none) ------
-    def frames(self, max_frames: int = 64, variables: bool = True) -> List[FrameInfo]:
-        """Every thread's frames, innermost first, with pointer-holding args and locals."""
+    def frames(self, max_frames: int = 64, variables: bool = True, registers: bool = False) -> List[FrameInfo]:
+        """Every thread's frames, innermost first, with pointer-holding args and locals (from the
+        debugger's debug info) and, with registers=True, each frame's unwound registers and CFA
+        (what the DWARF location maps need to place variables without the debugger)."""
         return []
 
     def globals(self) -> List[Variable]:

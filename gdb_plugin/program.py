@@ -155,7 +155,36 @@ def _variable(sym, frame, kind, thread, tid, level, fn) -> Optional[Variable]:
     return var
 
 
-def frames(inferior, max_frames: int, variables: bool) -> List[FrameInfo]:
+_ALL_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+             "r14", "r15", "rip")
+
+
+def _registers(f) -> Dict[str, int]:
+    out = {}
+    for r in _ALL_REGS:
+        try:
+            v = f.read_register(r)
+            if not v.is_optimized_out:
+                out[r] = int(v) & 0xFFFFFFFFFFFFFFFF
+        except (gdb.error, ValueError):
+            pass
+    return out
+
+
+def _cfa(f, older) -> Optional[int]:
+    """The frame's canonical frame address: the caller's unwound sp; for the outermost frame
+    gdb shows (no caller), the 'frame at' address of `info frame`."""
+    try:
+        if older is not None:
+            return int(older.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
+        f.select()
+        m = re.search(r"frame at (0x[0-9a-f]+)", gdb.execute("info frame", to_string=True))
+        return int(m.group(1), 16) if m else None
+    except (gdb.error, ValueError, RuntimeError):
+        return None
+
+
+def frames(inferior, max_frames: int, variables: bool, registers: bool = False) -> List[FrameInfo]:
     out: List[FrameInfo] = []
     with preserved_selection():
         for th in sorted(inferior.threads(), key=lambda t: t.num):
@@ -167,11 +196,16 @@ def frames(inferior, max_frames: int, variables: bool) -> List[FrameInfo]:
                 continue
             level = 0
             while f is not None and level < max_frames:
-                out.append(_frame_info(f, th.num, tid, level, variables))
+                fi = _frame_info(f, th.num, tid, level, variables)
                 try:
-                    f = f.older()
+                    older = f.older()
                 except gdb.error:
-                    break
+                    older = None
+                if registers:
+                    fi.registers = _registers(f)
+                    fi.cfa = _cfa(f, older)
+                out.append(fi)
+                f = older
                 level += 1
     return out
 

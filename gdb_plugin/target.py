@@ -227,8 +227,8 @@ class GdbTarget(Target):
         return self.core.warnings if self.core is not None else []
 
     # --- program state --------------------------------------------------------------------
-    def frames(self, max_frames: int = 64, variables: bool = True):
-        return program.frames(self.inf, max_frames, variables)
+    def frames(self, max_frames: int = 64, variables: bool = True, registers: bool = False):
+        return program.frames(self.inf, max_frames, variables, registers)
 
     def globals(self):
         return program.globals_(self.objfiles())
