@@ -171,3 +171,16 @@ def test_batch_script_exit_status(tmp_path):
     assert p.returncode == 1 and "critical heap findings" in p.stdout
     rep = json.load(open(live.core + ".heaplens.json"))
     assert rep["findings"][0]["kind"] == "double-free"
+
+
+def test_cpp_double_delete(tmp_path):
+    src = os.path.join(ROOT, "tests", "programs", "double_delete.cc")
+    exe = str(tmp_path / "double_delete")
+    subprocess.run(["g++", "-g", "-O0", "-o", exe, src], check=True, capture_output=True)
+    live, core, _ = run_at_abort(exe, [], False, str(tmp_path))
+    for rep in (live, core):
+        crash = rep["findings"][0]
+        assert crash["check"] == "crash" and crash["kind"] == "double-free", crash
+        assert crash["variable"]["name"] == "session" and crash["variable"]["function"] == "main"
+        assert "free(): double free detected in tcache 2" in " ".join(crash["evidence"])
+        assert "this thread's own cache holds it" in crash["message"]

@@ -29,7 +29,7 @@ _ENTRY = {"free": "free", "cfree": "free", "__libc_free": "free", "__GI___libc_f
           "calloc": "calloc", "__libc_calloc": "calloc", "__GI___libc_calloc": "calloc",
           "reallocarray": "realloc", "__libc_reallocarray": "realloc"}
 _PTR_ARG = {"free": "mem", "realloc": "oldmem"}
-_CALL = re.compile(r"\b(free|cfree|realloc|reallocarray)\s*\(")
+_CALL = re.compile(r"\b(free|cfree|realloc|reallocarray)\s*\(|\bdelete(\s*\[\s*\])?\s+")
 
 
 @dataclass
@@ -92,7 +92,7 @@ def analyse(target: Target, reader: CachedReader, frames: List[FrameInfo], stop:
     inner = [f for f in mine if f.level < prog.level]
     entry = None
     for f in reversed(inner):                   # outermost libc frame that is an allocator entry
-        op = _ENTRY.get(f.function)
+        op = _ENTRY.get(f.function) or ("free" if f.function.startswith("operator delete") else None)
         if op:
             entry, crash.op = f, op
             break
@@ -107,7 +107,7 @@ def analyse(target: Target, reader: CachedReader, frames: List[FrameInfo], stop:
     if crash.op is None and src:
         m = _CALL.search(src)
         if m:
-            crash.op = "realloc" if "realloc" in m.group(1) else "free"
+            crash.op = "realloc" if "realloc" in (m.group(1) or "") else "free"
     crash.in_allocator = crash.op is not None or (stop.signal == "SIGABRT" and bool(crash.message))
     if not crash.in_allocator:
         return crash                            # a crash in program code: stale pointers say more
@@ -177,6 +177,9 @@ def _call_argument(line: str, op: Optional[str]) -> Optional[str]:
     m = _CALL.search(line)
     if not m:
         return None
+    if m.group(1) is None:                       # C++: delete p;  delete[] p;
+        arg = line[m.end():].split(";", 1)[0].strip()
+        return arg if arg and re.fullmatch(r"[\w\s\.\->\[\]\(\)\*&+]+", arg) else None
     i, depth, start = m.end(), 1, m.end()
     while i < len(line) and depth:
         c = line[i]
