@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 
 SCHEMA = "heaplens/1"
 SEVERITIES = ("critical", "warning", "info")
+PROGRAM_CHECKS = ("crash", "stale-pointer", "type-size", "cap")   # about variables, not allocator metadata
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
@@ -26,9 +27,15 @@ class Finding:
     variable: Optional[Dict[str, Any]] = None
     check: str = ""                # short id of the rule that fired (for grouping, tests)
 
+    @property
+    def scope(self) -> str:
+        """"program" for findings about the program's variables and crash, else "heap"."""
+        return "program" if self.check in PROGRAM_CHECKS else "heap"
+
     def to_json(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"kind": self.kind, "severity": self.severity, "address": self.address,
-                             "message": self.message, "evidence": list(self.evidence), "check": self.check}
+                             "message": self.message, "evidence": list(self.evidence), "check": self.check,
+                             "scope": self.scope}
         if self.chunk is not None:
             d["chunk"] = dict(self.chunk)
         if self.variable is not None:

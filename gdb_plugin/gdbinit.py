@@ -4,35 +4,23 @@ Works from any directory with gdb's embedded Python: puts the checkout and the c
 virtual environment (.venv, made by scripts/setup.sh with /usr/bin/python3) on sys.path.
 Loading twice is harmless: commands are registered once.
 """
-import glob
 import os
 import sys
 
 import gdb
 
 
-def _setup_path():
-    here = os.path.dirname(os.path.realpath(os.path.expanduser(__file__)))
-    root = os.path.dirname(here)
-    paths = [root]
-    ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    paths += glob.glob(os.path.join(root, ".venv", "lib", ver, "site-packages"))
-    for p in reversed(paths):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    return root
-
-
 def _load():
-    root = _setup_path()
+    root = os.path.dirname(os.path.dirname(os.path.realpath(os.path.expanduser(__file__))))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from common.bootstrap import missing_dependency, setup_path
+    setup_path(root)
     if getattr(gdb, "_heaplens_loaded", False):
         return
-    try:
-        import numpy  # noqa: F401
-        import elftools  # noqa: F401
-    except ImportError as e:
-        gdb.write(f"heaplens: not loaded: {e.name} is missing for gdb's Python "
-                  f"({sys.executable or 'embedded'} {sys.version.split()[0]}); run {root}/scripts/setup.sh\n")
+    problem = missing_dependency(root, "gdb")
+    if problem:
+        gdb.write(problem + "\n")
         return
     from gdb_plugin.commands import register
     register()
