@@ -5,7 +5,7 @@ Symbols come from separate debug files found by build-id (/usr/lib/debug/.build-
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from .elfcore import CoreFile
 from .elfinfo import elf_info

@@ -11,7 +11,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from .target import ReadError, Region, TargetError
 

@@ -159,7 +159,7 @@ def test_size_class_helpers_against_malloc_c_macros():
 
 
 def test_vectorised_bin_index_matches_scalar():
-    from common.allocators.glibc import _bin_index_vec
+    from common.allocators.glibc_layout import bin_index_vec as _bin_index_vec
     sizes = np.array(sorted(set(list(range(0x20, 0x40000, 0x10)) + list(BIN_BOUNDARIES))), dtype=np.uint64)
     got = _bin_index_vec(sizes)
     want = np.array([L.bin_index(int(s)) for s in sizes])

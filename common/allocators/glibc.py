@@ -17,42 +17,23 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter, defaultdict
-from typing import Dict, List, Optional, Tuple
+from collections import Counter
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..checks import freelists
-from ..heapindex import (ALLOCATED, CACHED, FREE, MMAPPED, TOP, Arena, FreeList, HeapIndex)
+from ..heapindex import (MMAPPED, Arena, FreeList, HeapIndex)
 from ..memcache import CachedReader
 from ..report import Finding
 from ..snapshot import HeapSnapshot
 from ..target import ReadError, Region, Target, region_index
 from . import glibc_layout as L
 from .chunktable import ChunkTable
+from .glibc_checks import CrossChecks
+from .glibc_freelists import FreelistWalk
 from .glibc_locate import GlibcRoots, NotGlibc, choose_tls_slot, locate
 
-WINDOW = 8 << 20            # bytes of heap parsed per bulk read
-MAX_PER_CHECK = 25          # findings of one rule before they are summarised
-MAX_ARENAS = 1024
-RESYNC_SCAN = 4 << 20       # bytes searched for a chain of valid chunks after a corrupt one
-MMAP_BLOCK = 1 << 20        # bytes read per bulk read while looking for mmapped chunks
-MMAP_SCAN_MAX = 1 << 30     # anonymous memory scanned for them at the most (~0.5 s)
-
-_BINNED = ("unsorted", "smallbin", "largebin")
-_KIND_CODE = {"tcache": 0, "fastbin": 1, "unsorted": 2, "smallbin": 3, "largebin": 3}
-_M64 = (1 << 64) - 1
-_U12, _U16 = np.uint64(12), np.uint64(16)
-
-
-def _bin_index_vec(cs: np.ndarray) -> np.ndarray:
-    """bin_index() of malloc.c over an array of chunk sizes."""
-    return np.where(cs < L.NSMALLBINS * 16, cs >> 4,
-           np.where((cs >> 6) <= 48, 48 + (cs >> 6),
-           np.where((cs >> 9) <= 20, 91 + (cs >> 9),
-           np.where((cs >> 12) <= 10, 110 + (cs >> 12),
-           np.where((cs >> 15) <= 4, 119 + (cs >> 15),
-           np.where((cs >> 18) <= 2, 124 + (cs >> 18), 126))))))
+from .glibc_shared import (MAX_ARENAS, MAX_PER_CHECK, RESYNC_SCAN, WINDOW, _M64)  # noqa: E402
 
 
 def walk(target: Target, reader: Optional[CachedReader] = None) -> HeapSnapshot:
@@ -67,7 +48,7 @@ class _Seg:
         self.lo, self.hi, self.arena, self.top, self.fencepost_ok = lo, hi, arena, top, fencepost_ok
 
 
-class _Walker:
+class _Walker(FreelistWalk, CrossChecks):
     def __init__(self, target: Target, reader: CachedReader, roots: GlibcRoots):
         self.t, self.r, self.roots, self.lay = target, reader, roots, roots.layout
         self.regions: List[Region] = target.regions()
@@ -83,6 +64,7 @@ class _Walker:
         self.parts: List[tuple] = []      # (starts, w0, w1, w2, w3, arena) numpy arrays
         self.gaps: List[tuple] = []       # (start, end, seg) not parsed yet
         self.unwalked: List[tuple] = []
+        self._top_addrs: set = set()
 
     # --- findings ----------------------------------------------------------------------------
     def find(self, kind, severity, chunk_addr, message, evidence=(), check="", state=None):
@@ -255,7 +237,7 @@ class _Walker:
                 break
             if ar_ptr != a.address or size > lay.heap_max_size or size < 4096 or size & 0xFFF:
                 self.corrupt(None, f"{a.name}: heap_info at {h:#x} is corrupt (ar_ptr {ar_ptr:#x}, "
-                             f"size {size:#x})", [f"heaps of an arena are chained by heap_info.prev"],
+                             f"size {size:#x})", ["heaps of an arena are chained by heap_info.prev"],
                              "heap-info")
                 break
             chain.append((h, size))
@@ -374,7 +356,7 @@ class _Walker:
         self.gaps.append((here, seg.hi, seg))
 
     def _top(self, seg, top):
-        lay, a = self.lay, self.arenas[seg.arena]
+        a = self.arenas[seg.arena]
         try:
             sw = self.r.u64(top + 8)
         except ReadError:
@@ -384,7 +366,7 @@ class _Walker:
         self.parts.append((np.array([top], dtype=np.uint64), np.array([0], dtype=np.uint64),
                            np.array([sw], dtype=np.uint64), np.zeros(1, np.uint64), np.zeros(1, np.uint64),
                            np.array([seg.arena], dtype=np.int16)))
-        self._top_addrs = getattr(self, "_top_addrs", set()) | {top}
+        self._top_addrs.add(top)
         end = top + s
         expect = None
         if seg.arena == 0 and self.sbrk_base and a.system_mem and seg.lo - self.sbrk_base < 16:
@@ -404,7 +386,7 @@ class _Walker:
         self.parts = [(self.tab.S, self.tab.W0, self.tab.W1, self.tab.W2, self.tab.W3, self.tab.A)]
         T = self.tab
         self.S, self.S0, self.S1, self.S2, self.S3, self.SA = T.S, T.W0, T.W1, T.W2, T.W3, T.A
-        self.top_addrs = getattr(self, "_top_addrs", set())
+        self.top_addrs = set(self._top_addrs)
 
     def _csize(self, i: int) -> int:
         return int(self.S1[i]) & ~L.SIZE_BITS
@@ -464,249 +446,6 @@ class _Walker:
                 if v in arena_addrs:
                     self.thread_arena[t.num] = arena_addrs[v]
                     self.arenas[arena_addrs[v]].threads.append(t.num)
-
-    # --- freelists -----------------------------------------------------------------------------
-    def _new_list(self, **kw) -> int:
-        self.lists.append(FreeList(**kw))
-        return len(self.lists) - 1
-
-    # How each list kind links chunks: chunk address -> next chunk address, given the raw first
-    # word (fd / tcache next). Safe-linking stores next as (address of the field >> 12) ^ ptr.
-    def _link(self, kind: str):
-        sl = self.lay.safe_linking
-        if kind == "tcache":          # the link holds the next *user* pointer (chunk + 16)
-            if sl:
-                return (lambda c, raw: ((((c + 16) >> 12) ^ raw) - 16) & _M64,
-                        lambda S, W: ((S + _U16) >> _U12 ^ W) - _U16)
-            return (lambda c, raw: (raw - 16) & _M64, lambda S, W: W - _U16)
-        if kind == "fastbin" and sl:
-            return (lambda c, raw: ((c + 16) >> 12) ^ raw, lambda S, W: (S + _U16) >> _U12 ^ W)
-        return (lambda c, raw: raw, lambda S, W: W)
-
-    def _follow(self, lid: int, first: int, kind: str, end: int, bound: int):
-        """Follow one list from chunk address `first` until the chunk address `end`.
-        Returns (chunk addresses in order, outcome, detail); outcome is 'ok', 'cycle' (detail:
-        the repeated chunk), 'bad' (detail: the offending link target), or 'bound'."""
-        scalar, vector = self._link(kind)
-        nxt = self.tab.next_index(kind, vector)
-        S, W2 = self.S, self.S2
-        order: List[int] = []
-        seen = set()
-        c = first
-        while True:
-            if c == end:
-                return order, "ok", None
-            if c & 15 or not c:
-                return order, "bad", c
-            i = self.tab.idx(c)
-            if i >= 0:
-                app = order.append
-                last = i
-                while i >= 0 and len(order) < bound:        # the hot path: walked chunks only
-                    if i in seen:
-                        return order, "cycle", int(S[i])
-                    seen.add(i)
-                    app(i)
-                    last = i
-                    i = nxt[last]
-                if i >= 0:
-                    return order, "bound", None
-                c = scalar(int(S[last]), int(W2[last]))
-                continue
-            if c in seen or len(order) >= bound:             # off the walked table: read it
-                return order, ("cycle" if c in seen else "bound"), c
-            if self._arena_of_addr(c) is None:               # outside every heap: a smashed link
-                return order, "bad", c
-            try:
-                raw = self.r.u64(c + 16)
-            except ReadError:
-                return order, "bad", c
-            seen.add(c)
-            order.append(~len(self._off))
-            self._off.append(c)
-            c = scalar(c, raw)
-
-    def _addrs(self, order: List[int]) -> np.ndarray:
-        o = np.array(order, dtype=np.int64)
-        out = self.S[np.maximum(o, 0)] if self.tab.n else np.zeros(len(o), dtype=np.uint64)
-        neg = o < 0
-        if neg.any():
-            out = out.copy()
-            out[neg] = np.array([self._off[~k] for k in o[neg]], dtype=np.uint64)
-        return out
-
-    def _record(self, lid: int, addrs: np.ndarray):
-        self.m_addr.append(addrs)
-        self.m_lid.append(np.full(len(addrs), lid, dtype=np.int32))
-        self.m_pos.append(np.arange(len(addrs), dtype=np.int32))
-
-    def _lists(self):
-        self._off: List[int] = []
-        self.m_addr, self.m_lid, self.m_pos = [], [], []
-        self._tcaches()
-        for a, raw in zip(self.arenas, self.arena_raw):
-            self._fastbins(a, raw)
-            self._bins(a, raw)
-
-    def _tcaches(self):
-        lay = self.lay
-        cs = lay.tcache_count_size
-        key_sum = Counter()
-        cached = []
-        for t in self.threads:
-            tc = self.tcache_of.get(t.num)
-            if not tc:
-                continue
-            try:
-                raw = self.r.read(tc, lay.tcache_struct_size)
-            except ReadError:
-                continue
-            counts = np.frombuffer(raw, dtype="<u2" if cs == 2 else "u1", count=L.TCACHE_MAX_BINS)
-            heads = np.frombuffer(raw, dtype="<u8", count=L.TCACHE_MAX_BINS, offset=L.TCACHE_MAX_BINS * cs)
-            for b in np.nonzero((counts != 0) | (heads != 0))[0]:
-                b, head, count = int(b), int(heads[b]), int(counts[b])
-                csize = L.MINSIZE + b * L.MALLOC_ALIGNMENT
-                name = f"tcache[{b}] ({csize:#x}) of thread {t.num}"
-                lid = self._new_list(kind="tcache", index=b, name=name,
-                                     arena=self.thread_arena.get(t.num), thread=t.num, tid=t.tid)
-                bound = max(count, self.tcache_count or 7, 7) * 2 + 16
-                order, outcome, detail = self._follow(lid, (head - 16) & _M64, "tcache", _M64 - 15, bound)
-                addrs = self._addrs(order)
-                self._record(lid, addrs)
-                last = int(addrs[-1]) if len(addrs) else None
-                if outcome == "bad":
-                    self.corrupt(last, f"{name}: link to invalid address {(detail + 16) & _M64:#x} after "
-                                 f"{len(addrs)} entries", [f"{name}, position {len(addrs)}",
-                                 f"{(detail + 16) & _M64:#x} is {self._where(detail + 16)}",
-                                 "glibc aborts with 'malloc(): unaligned tcache chunk detected'"],
-                                 "tcache-link", state="cached")
-                elif outcome == "cycle":
-                    self._record(lid, np.array([detail], dtype=np.uint64))   # the repeat: a duplicate
-                elif outcome == "bound":
-                    self.corrupt(None, f"{name}: chain longer than {bound} entries (count {count})", [],
-                                 "tcache-count")
-                elif len(addrs) != count:
-                    self.corrupt(None, f"{name}: counts[] says {count} entries but the chain has {len(addrs)}",
-                                 ["glibc trusts counts[]: it would hand out a wild pointer or lose entries"],
-                                 "tcache-count")
-                cached.append(addrs)
-        if not cached or not lay.random_tcache_key:
-            return
-        addrs = np.concatenate(cached)
-        idx = self.tab.lookup(addrs)
-        keys = np.where(idx >= 0, self.S3[np.maximum(idx, 0)], np.uint64(0)) if self.tab.n else addrs * 0
-        key = self.roots.tcache_key
-        if key is None:
-            vals, cnt = np.unique(keys[idx >= 0], return_counts=True)
-            if len(vals) == 0 or (cnt.max() < 2 and len(vals) > 1):
-                return
-            key = int(vals[np.argmax(cnt)])
-        for j in self.capped("tcache-key", np.nonzero((idx >= 0) & (keys != np.uint64(key)))[0]):
-            chunk, k = int(addrs[j]), int(keys[j])
-            self.corrupt(chunk, f"tcache entry {chunk + 16:#x} has its key overwritten ({k:#x})",
-                         [f"every tcache entry's key field ({chunk + 24:#x}) holds tcache_key {key:#x}",
-                          "a write through a pointer after free() is the likely cause",
-                          "glibc's tcache double-free check relies on this key"],
-                         "tcache-key", severity="warning", state="cached")
-
-    def _fastbins(self, a: Arena, raw: bytes):
-        heads = np.frombuffer(raw, dtype="<u8", count=L.NFASTBINS, offset=self.lay.ms_fastbins)
-        for b in np.nonzero(heads)[0]:
-            b = int(b)
-            csize = (b + 2) << 4
-            name = f"fastbin[{b}] ({csize:#x}) of {a.name}"
-            lid = self._new_list(kind="fastbin", index=b, name=name, arena=a.number)
-            order, outcome, detail = self._follow(lid, int(heads[b]), "fastbin", 0, self.tab.n + 1)
-            addrs = self._addrs(order)
-            self._record(lid, addrs)
-            if outcome == "bad":
-                last = int(addrs[-1]) if len(addrs) else None
-                self.corrupt(last, f"{name}: link to invalid address {detail:#x} after {len(addrs)} entries",
-                             [f"{name}, position {len(addrs)}", f"{detail:#x} is {self._where(detail)}",
-                              "glibc aborts with 'malloc(): unaligned fastbin chunk detected'"],
-                             "fastbin-link", state="free")
-            elif outcome == "cycle":
-                self._record(lid, np.array([detail], dtype=np.uint64))
-
-    def _bins(self, a: Arena, raw: bytes):
-        lay = self.lay
-        bins = np.frombuffer(raw, dtype="<u8", count=254, offset=lay.ms_bins)
-        base = a.address + lay.ms_bins - 16
-        heads = base + np.arange(1, L.NBINS, dtype=np.uint64) * np.uint64(16) - np.uint64(16)
-        fds, bks = bins[0::2], bins[1::2]
-        for k in np.nonzero((fds != heads) | (bks != heads))[0]:
-            i = int(k) + 1
-            b, fd0, bk0 = int(heads[k]), int(fds[k]), int(bks[k])
-            kind = "unsorted" if i == 1 else "smallbin" if i < L.NSMALLBINS else "largebin"
-            csize = i << 4 if kind == "smallbin" else None
-            nm = L.bin_name(i) + (f" ({csize:#x})" if csize else "") + f" of {a.name}"
-            lid = self._new_list(kind=kind, index=i, name=nm, arena=a.number)
-            if (fd0 == b) != (bk0 == b):
-                self.corrupt(None, f"{nm}: head fd {fd0:#x} / bk {bk0:#x} disagree about emptiness",
-                             ["glibc aborts with 'corrupted double-linked list'"], "bin-link")
-            order, outcome, detail = self._follow(lid, fd0, "bin", b, self.tab.n + 1)
-            addrs = self._addrs(order)
-            self._record(lid, addrs)
-            n = len(addrs)
-            last = int(addrs[-1]) if n else None
-            if outcome == "bad":
-                self.corrupt(last, f"{nm}: fd of {'chunk %#x' % last if n else 'the bin head'} is {detail:#x}, "
-                             "not a chunk", [f"{nm}, position {n}", f"{detail:#x} is {self._where(detail)}",
-                                             "glibc aborts with 'malloc(): smallbin "
-                             "double linked list corrupted' or 'unsorted double linked list corrupted'"],
-                             "bin-link", state="free")
-            elif outcome == "cycle":
-                self._record(lid, np.array([detail], dtype=np.uint64))
-                self.corrupt(detail, f"{nm}: the list loops back to {detail:#x} without returning to the bin head",
-                             [f"{nm}, position {n}"], "bin-link", state="free")
-            elif outcome == "ok" and n and bk0 != last:
-                self.corrupt(None, f"{nm}: bin's bk {bk0:#x} is not its last chunk {last:#x}",
-                             ["glibc takes chunks from the bk end"], "bin-link")
-            if n:
-                self._check_backlinks(nm, b, addrs, kind)
-
-    def _check_backlinks(self, nm, b, addrs, kind):
-        """Every chunk's bk must point at the one before it (the head for the first)."""
-        idx = self.tab.lookup(addrs)
-        ok = idx >= 0
-        bks = self.S3[np.maximum(idx, 0)] if self.tab.n else np.zeros(len(addrs), np.uint64)
-        prev = np.concatenate([np.array([b], dtype=np.uint64), addrs[:-1]])
-        for j in self.capped("bin-link", np.nonzero(ok & (bks != prev))[0]):
-            p = int(addrs[j])
-            self.corrupt(p, f"{nm}: corrupted double-linked list: chunk {p:#x} has bk {int(bks[j]):#x}, "
-                         f"expected {int(prev[j]):#x}", [f"{nm}, position {int(j)}", "fd->bk must point back "
-                         "(glibc: 'corrupted double-linked list')"], "bin-link", state="free")
-        if kind == "largebin":
-            self._check_nextsize(nm, addrs)
-        if kind == "largebin" and ok.all() and len(addrs) > 1:
-            sz = self.S1[idx] & np.uint64(~L.SIZE_BITS & _M64)
-            for j in self.capped("bin-order", np.nonzero(sz[1:] > sz[:-1])[0]):
-                p = int(addrs[j + 1])
-                self.corrupt(p, f"{nm}: chunk {p:#x} (size {int(sz[j + 1]):#x}) breaks the bin's descending "
-                             "size order", [f"{nm}, position {int(j) + 1}", "glibc keeps large bins sorted"],
-                             "bin-order", severity="warning", state="free")
-
-    def _check_nextsize(self, nm, addrs):
-        """The size-skip list of a large bin: the first chunk of each size links to the next
-        size's first (fd_nextsize) and back (bk_nextsize); glibc: 'largebin double linked list
-        corrupted (nextsize)'."""
-        firsts = []
-        for p in addrs.tolist():
-            try:
-                fdn, bkn = self.r.words(p + 32, 2)
-            except ReadError:
-                return
-            if fdn or bkn:
-                firsts.append((p, fdn, bkn))
-        heads = {p for p, _, _ in firsts}
-        for p, fdn, bkn in firsts[:MAX_PER_CHECK]:
-            back = self.r.try_u64(fdn + 40) if fdn in heads else None
-            if fdn not in heads or back != p:
-                self.corrupt(p, f"{nm}: chunk {p:#x}'s fd_nextsize {fdn:#x} " + (
-                    "is not the first chunk of another size in this bin" if fdn not in heads else
-                    f"points back (bk_nextsize) to {back:#x}, not to it"),
-                    ["glibc: 'malloc(): largebin double linked list corrupted (nextsize)'"], "bin-nextsize",
-                    state="free")
 
     # --- resync after a smashed size -------------------------------------------------------------
     def _resync(self):
@@ -796,211 +535,6 @@ class _Walker:
                                   f"probably {size:#x}; the walk resumed there")
                 f.chunk["size"] = size
 
-    def _validate_members(self):
-        """Each freelist entry must be a walked chunk of the right size class and arena."""
-        if self.m_addr:
-            M = np.concatenate(self.m_addr)
-            lid = np.concatenate(self.m_lid)
-            pos = np.concatenate(self.m_pos)
-        else:
-            M, lid, pos = np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32)
-        idx = self.tab.lookup(M)
-        for j in self.capped("freelist-entry", np.nonzero(idx < 0)[0]):
-            self._off_table_entry(int(M[j]), self.lists[int(lid[j])], int(pos[j]))
-        good = idx >= 0
-        tops = self.tab.lookup(np.array(sorted(self.top_addrs), dtype=np.uint64))
-        for j in np.nonzero(good & np.isin(idx, tops))[0]:
-            fl = self.lists[int(lid[j])]
-            self.corrupt(int(M[j]), f"the top chunk {int(M[j]):#x} is in {fl.name}", [fl.name], "freelist-entry")
-        kinds = np.array([_KIND_CODE[fl.kind] for fl in self.lists] or [0], dtype=np.int8)
-        lindex = np.array([fl.index for fl in self.lists] or [0], dtype=np.int64)
-        larena = np.array([fl.arena if fl.arena is not None else -1 for fl in self.lists] or [0], dtype=np.int64)
-        gi, gl = idx[good], lid[good]
-        cs = (self.S1[gi] & np.uint64(~L.SIZE_BITS & _M64)).astype(np.int64)
-        k = kinds[gl]
-        exp = np.where(k == 0, (cs - L.MINSIZE + 15) // 16,
-                       np.where(k == 1, (cs >> 4) - 2, np.where(k == 2, 1, _bin_index_vec(cs))))
-        ok_unsorted = (cs >= L.MINSIZE)
-        wrong = np.where(k == 2, ~ok_unsorted, exp != lindex[gl])
-        for j in self.capped("bin-size", np.nonzero(wrong)[0]):
-            fl, c, s = self.lists[int(gl[j])], int(self.S[gi[j]]), int(cs[j])
-            want = {"tcache": f"tcache[{L.tcache_index(s)}]", "fastbin": f"fastbin[{L.fastbin_index(s)}]"
-                    if s <= 0xB0 else "no fastbin"}.get(fl.kind, L.bin_name(L.bin_index(s)))
-            self.corrupt(c, f"chunk {c:#x} in {fl.name} has size {s:#x}, which belongs in {want}",
-                         [f"{fl.name}, position {int(pos[good][j])}", "a size field was overwritten after free, "
-                          "or the link into this list was" + (" (glibc: 'malloc(): memory corruption (fast)')"
-                                                              if fl.kind == "fastbin" else "")],
-                         "bin-size", state="cached" if fl.kind == "tcache" else "free")
-        wrong_arena = (k != 0) & (larena[gl] >= 0) & (self.SA[gi].astype(np.int64) != larena[gl])
-        for j in self.capped("bin-arena", np.nonzero(wrong_arena)[0]):
-            fl, c = self.lists[int(gl[j])], int(self.S[gi[j]])
-            self.corrupt(c, f"chunk {c:#x} of {self.arenas[int(self.SA[gi[j]])].name} is in {fl.name}",
-                         [f"{fl.name}, position {int(pos[good][j])}", "a bin holds only its own arena's chunks"],
-                         "bin-arena", state="free")
-        self.M_idx, self.M_lid, self.M_pos = gi, gl, pos[good]
-
-    def _off_table_entry(self, chunk: int, fl: FreeList, pos: int):
-        where = f"{fl.name}, position {pos}"
-        j = self.tab.containing(chunk, self._csize)
-        if j >= 0:
-            host = int(self.S[j])
-            self.corrupt(host, f"freelist entry {chunk:#x} lies inside chunk {host:#x} (size {self._csize(j):#x}):"
-                         " a size field or a link is corrupt", [where, "overlapping chunks: the host's size was "
-                         "enlarged by an overflow, or the link was overwritten"], "overlap")
-        elif any(a <= chunk < b for a, b in self.unwalked):
-            pass                                  # in bytes we could not walk: already reported
-        elif self._arena_of_addr(chunk) is None:
-            self.corrupt(None, f"{fl.name}: entry {chunk + 16:#x} is outside every heap",
-                         [where, "a freelist link was overwritten (use-after-free write or overflow)"],
-                         "freelist-entry")
-        else:
-            self.corrupt(None, f"{fl.name}: entry {chunk + 16:#x} is not a chunk boundary", [where],
-                         "freelist-entry")
-
-    # --- classification and cross-checks ------------------------------------------------------------
-    def _classify(self):
-        n = self.tab.n
-        state = np.zeros(n, dtype=np.uint8)
-        where = np.full(n, -1, dtype=np.int32)
-        recency = np.full(n, -1, dtype=np.int32)
-        tops = self.tab.lookup(np.array(sorted(self.top_addrs), dtype=np.uint64))
-        state[tops[tops >= 0]] = TOP
-        is_tc = np.array([fl.kind == "tcache" for fl in self.lists] or [False], dtype=bool)
-        uniq, lid, pos, dups = freelists.resolve(self.M_idx, self.M_lid, self.M_pos, is_tc)
-        state[uniq] = np.where(is_tc[lid], CACHED, FREE)
-        where[uniq] = lid
-        recency[uniq] = pos
-        for u, ms in dups:
-            self._double_free(int(self.S[u]), ms)
-        return state, where, recency
-
-    def _double_free(self, chunk, ms):
-        descs = []
-        for lid, pos in ms:
-            fl = self.lists[lid]
-            lwp = f" (LWP {fl.tid})" if fl.thread is not None else ""
-            descs.append(f"in {fl.name}{lwp} at position {pos}" + (" (freed most recently)" if pos == 0 else ""))
-        names = [self.lists[l].name for l, _ in ms]
-        if len(set(names)) == 1:
-            msg = f"{chunk + 16:#x} was freed twice: it is in {names[0]} twice (the list loops)"
-        else:
-            msg = f"{chunk + 16:#x} was freed twice: it is in {' and '.join(dict.fromkeys(names))}"
-            owners = sorted({self.lists[l].thread for l, _ in ms if self.lists[l].thread is not None})
-            if len(owners) > 1:      # a thread's tcache only takes what that thread frees
-                msg += f" (freed by thread {' and by thread '.join(map(str, owners))})"
-        ev = descs + ["the next two mallocs of this size will both return it"]
-        self.find("double-free", "critical", chunk, msg, ev, "freelist-duplicate",
-                  state="cached" if any(self.lists[l].kind == "tcache" for l, _ in ms) else "free")
-
-    def _boundary_checks(self, state, where):
-        n = len(self.S)
-        if n < 2:
-            return
-        S, S0, S1, SA = self.S, self.S0, self.S1, self.SA
-        size = S1 & np.uint64(~L.SIZE_BITS & 0xFFFFFFFFFFFFFFFF)
-        kinds = np.array([fl.kind in _BINNED for fl in self.lists] + [False], dtype=bool)
-        binned = kinds[where]                                  # where == -1 -> last (False)
-        contig = (S[:-1] + size[:-1]) == S[1:]                  # chunk j+1 physically follows j
-        nxt_pinuse = (S1[1:] & np.uint64(L.PREV_INUSE)) != 0
-        # a binned free chunk: next chunk must have PREV_INUSE clear and prev_size == size
-        bad1 = np.nonzero(contig & binned[:-1] & (nxt_pinuse | (S0[1:] != size[:-1])))[0]
-        for j in self.capped("prev-size", bad1):
-            j = int(j)
-            c, nx = int(S[j]), int(S[j + 1])
-            self.corrupt(nx, f"chunk {nx:#x} disagrees with the free chunk {c:#x} before it "
-                         f"(prev_size {int(S0[j + 1]):#x}, PREV_INUSE {int(S1[j + 1]) & 1}; expected "
-                         f"{int(size[j]):#x}, 0)", [f"{c:#x} is in {self.lists[int(where[j])].name}",
-                                                    "glibc: 'corrupted size vs. prev_size'"],
-                         "prev-size", state=_sname(state[j + 1]))
-        # PREV_INUSE clear: the previous chunk must be binned-free with the same size
-        bad2 = np.nonzero(contig & ~nxt_pinuse & ~binned[:-1])[0]
-        for j in self.capped("prev-inuse", bad2):
-            j = int(j)
-            c, nx = int(S[j]), int(S[j + 1])
-            self.corrupt(nx, f"chunk {nx:#x} has PREV_INUSE clear but the chunk before it ({c:#x}) is "
-                         f"{_sname(state[j])}, not in a bin", ["free() of either would consolidate with "
-                         "a chunk in use (glibc: 'double free or corruption (!prev)' or worse)"],
-                         "prev-inuse", state=_sname(state[j + 1]))
-        # two adjacent binned chunks are always coalesced by glibc
-        bad3 = np.nonzero(contig & binned[:-1] & binned[1:])[0]
-        for j in self.capped("coalesce", bad3):
-            j = int(j)
-            self.corrupt(int(S[j + 1]), f"free chunks {int(S[j]):#x} and {int(S[j + 1]):#x} are adjacent "
-                         "but not coalesced", ["glibc merges neighbouring free chunks"], "coalesce",
-                         severity="warning", state="free")
-        # binned chunks: glibc stores size | PREV_INUSE, so both other bits are clear
-        for j in self.capped("binned-bits", np.nonzero(binned & ((S1 & np.uint64(L.IS_MMAPPED | L.NON_MAIN_ARENA)) != 0))[0]):
-            j = int(j)
-            self.corrupt(int(S[j]), f"free chunk {int(S[j]):#x} in {self.lists[int(where[j])].name} has flag bits set "
-                         f"in its size field {int(S1[j]):#x}", ["glibc writes size | PREV_INUSE into binned chunks: the "
-                         "size field was overwritten after free"], "binned-bits", state="free")
-        # chunks in use (allocated, tcache, fastbin): IS_MMAPPED clear, NON_MAIN_ARENA matches the arena
-        inuse = ~binned & (state != TOP)
-        mm_bit = (S1 & np.uint64(L.IS_MMAPPED)) != 0
-        for j in self.capped("mmapped-bit", np.nonzero(inuse & mm_bit)[0]):
-            j = int(j)
-            self.corrupt(int(S[j]), f"chunk {int(S[j]):#x} inside a heap has the IS_MMAPPED bit set "
-                         f"(size field {int(S1[j]):#x})", ["free() would munmap it: 'munmap_chunk(): invalid pointer'"],
-                         "mmapped-bit", state=_sname(state[j]))
-        nm_bit = (S1 & np.uint64(L.NON_MAIN_ARENA)) != 0
-        for j in self.capped("arena-bit", np.nonzero(inuse & (nm_bit != (SA != 0)))[0]):
-            j = int(j)
-            a = self.arenas[int(SA[j])]
-            self.corrupt(int(S[j]), f"chunk {int(S[j]):#x} in {a.name} has NON_MAIN_ARENA "
-                         f"{'set' if nm_bit[j] else 'clear'} (size field {int(S1[j]):#x})",
-                         ["free() would hand it to the wrong arena"], "arena-bit", state=_sname(state[j]))
-
-    # --- mmapped chunks ------------------------------------------------------------------------
-    def _mmapped(self) -> List[Tuple[int, int]]:
-        """mmapped chunks, found by structure: glibc keeps no list of them, only a count
-        (mp_.n_mmaps). Each starts a page with prev_size 0 and a page-multiple size with
-        IS_MMAPPED set. Anonymous writable mappings outside the heaps are scanned at every page
-        start (the kernel merges neighbouring mappings, so chunks need not start a mapping),
-        in bulk blocks, skipping over chunks found; the scan stops when the count is reached."""
-        mask = ~(self.lay.heap_max_size - 1)
-        reserved = [(a.address & mask, (a.address & mask) + self.lay.heap_max_size)
-                    for a in self.arenas[1:]] + [(s.lo, s.hi) for s in self.segs]
-        want = self.n_mmaps if self.n_mmaps is not None and self.n_mmaps >= 0 else None
-        out: List[Tuple[int, int]] = []
-        scanned = 0
-        for reg in self.regions:
-            if want is not None and len(out) >= want:
-                break
-            if not (reg.readable and reg.writable and reg.anonymous and reg.in_snapshot) or reg.path == "[heap]":
-                continue
-            if any(lo < reg.end and reg.start < hi for lo, hi in reserved):
-                continue
-            a = reg.start
-            while a < reg.end and scanned < MMAP_SCAN_MAX and (want is None or len(out) < want):
-                end = min(reg.end, a + MMAP_BLOCK)
-                scanned += end - a
-                try:
-                    buf = self.t.read(a, end - a)
-                except ReadError:
-                    a = end
-                    continue
-                w = np.frombuffer(buf, dtype="<u8")
-                prev, sw = w[0::512], w[1::512]
-                size = sw & np.uint64(~L.SIZE_BITS & _M64)
-                ok = ((sw & np.uint64(L.IS_MMAPPED)) != 0) & ((sw & np.uint64(L.NON_MAIN_ARENA)) == 0) \
-                    & (prev == 0) & (size >= np.uint64(4096)) & ((size & np.uint64(0xFFF)) == 0)
-                nxt = a
-                for k in np.nonzero(ok)[0]:
-                    p, s = a + int(k) * 4096, int(size[k])
-                    if p < nxt or p + s > reg.end:
-                        continue
-                    out.append((p, s))
-                    nxt = p + s
-                a = max(end, nxt)
-        if scanned >= MMAP_SCAN_MAX:
-            self.notes.append(f"stopped looking for mmapped chunks after {MMAP_SCAN_MAX >> 20} MiB of "
-                              "anonymous memory")
-        if want is not None and len(out) != want:
-            self.notes.append(f"found {len(out)} mmapped chunks; glibc counts {want} (mp_.n_mmaps)"
-                              + (": the others are in memory the snapshot lacks, or were allocated with "
-                                 "an alignment (memalign) this scan does not follow" if len(out) < want else ""))
-        return out
-
     def _index(self, state, where, recency, mm) -> HeapIndex:
         n_mm = len(mm)
         start = np.concatenate([self.S, np.array([a for a, _ in mm], dtype=np.uint64)])
@@ -1066,8 +600,3 @@ class _Windows:
 
 def _u64(raw: bytes, off: int) -> int:
     return int.from_bytes(raw[off:off + 8], "little")
-
-
-def _sname(code) -> str:
-    from ..heapindex import STATE_NAMES
-    return STATE_NAMES[int(code)]

@@ -7,7 +7,9 @@ Verified against `ptype/o` of glibc 2.36 (Debian 12): see shared/notes/ALLOCATOR
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+
+import numpy as np
+from typing import Tuple
 
 SIZE_SZ = 8
 MALLOC_ALIGNMENT = 16
@@ -147,6 +149,16 @@ def largebin_index(csize: int) -> int:
 
 def bin_index(csize: int) -> int:
     return smallbin_index(csize) if csize < NSMALLBINS * MALLOC_ALIGNMENT else largebin_index(csize)
+
+
+def bin_index_vec(cs: np.ndarray) -> np.ndarray:
+    """bin_index() of malloc.c over an array of chunk sizes."""
+    return np.where(cs < NSMALLBINS * 16, cs >> 4,
+           np.where((cs >> 6) <= 48, 48 + (cs >> 6),
+           np.where((cs >> 9) <= 20, 91 + (cs >> 9),
+           np.where((cs >> 12) <= 10, 110 + (cs >> 12),
+           np.where((cs >> 15) <= 4, 119 + (cs >> 15),
+           np.where((cs >> 18) <= 2, 124 + (cs >> 18), 126))))))
 
 
 def bin_name(i: int) -> str:

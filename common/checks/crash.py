@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
-from ..heapindex import CACHED, FREE, MMAPPED, TOP
+from ..heapindex import CACHED, FREE, TOP
 from ..memcache import CachedReader
-from ..report import Finding, fmt_size
+from ..report import Finding
 from ..snapshot import HeapSnapshot
 from ..target import FrameInfo, ReadError, StopInfo, Target
-from .program import Ref, annotate, locate
+from .program import Ref, locate
 
 _SYSTEM = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
 # libc entry points (as gdb names them with and without libc debug info) -> the operation

@@ -1,0 +1,14 @@
+"""Limits and tables shared by the glibc walker's modules."""
+import numpy as np
+
+WINDOW = 8 << 20            # bytes of heap parsed per bulk read
+MAX_PER_CHECK = 25          # findings of one rule before they are summarised
+MAX_ARENAS = 1024
+RESYNC_SCAN = 4 << 20       # bytes searched for a chain of valid chunks after a corrupt one
+MMAP_BLOCK = 1 << 20        # bytes read per bulk read while looking for mmapped chunks
+MMAP_SCAN_MAX = 1 << 30     # anonymous memory scanned for them at the most (~0.5 s)
+
+_BINNED = ("unsorted", "smallbin", "largebin")
+_KIND_CODE = {"tcache": 0, "fastbin": 1, "unsorted": 2, "smallbin": 3, "largebin": 3}
+_M64 = (1 << 64) - 1
+_U12, _U16 = np.uint64(12), np.uint64(16)
