@@ -30,6 +30,7 @@ class Args:
     rest: str = ""                   # the expression, for commands that take one
     json: Optional[str] = None
     fail_on: Optional[str] = None
+    options: Dict[str, Any] = field(default_factory=dict)   # command-specific flags
 
 
 @dataclass
@@ -41,23 +42,39 @@ class Result:
     errors: List[str] = field(default_factory=list)
 
 
-_FLAG = re.compile(r"(?:^|\s)--(json|fail-on)(?:=|\s+)(\"[^\"]*\"|'[^']*'|\S+)")
+_FLAG = re.compile(r"(?:^|\s)--(json|fail-on|dot|around|depth)(?:=|\s+)(\"[^\"]*\"|'[^']*'|\S+)")
+_BOOL = re.compile(r"(?:^|\s)--(conservative)(?=\s|$)")
 
 
-def parse_args(argstr: str, allow_expr: bool, allow_fail_on: bool, usage: str) -> Args:
-    """`[EXPR] [--json PATH] [--fail-on SEVERITY]`, flags anywhere; EXPR keeps its spaces."""
+def parse_args(argstr: str, allow_expr: bool, allow_fail_on: bool, usage: str, extra=()) -> Args:
+    """`[EXPR] [--json PATH] [--fail-on SEVERITY]` plus the `extra` flags a command accepts
+    (dot, around, depth, conservative); flags anywhere; EXPR keeps its spaces."""
     a = Args()
-    for m in _FLAG.finditer(argstr or ""):
-        val = m.group(2).strip("\"'")
-        if m.group(1) == "json":
+    text = argstr or ""
+    for m in _BOOL.finditer(text):
+        if m.group(1) not in extra:
+            raise UsageError(f"unknown option --{m.group(1)}; usage: {usage}")
+        a.options[m.group(1)] = True
+    text = _BOOL.sub(" ", text)
+    for m in _FLAG.finditer(text):
+        name, val = m.group(1), m.group(2).strip("\"'")
+        if name == "json":
             a.json = val
-        else:
+        elif name == "fail-on":
             if not allow_fail_on:
                 raise UsageError(usage)
             if val not in SEVERITIES:
                 raise UsageError(f"--fail-on takes one of {', '.join(SEVERITIES)}, not '{val}'")
             a.fail_on = val
-    rest = _FLAG.sub(" ", argstr or "").strip()
+        elif name not in extra:
+            raise UsageError(f"unknown option --{name}; usage: {usage}")
+        elif name == "depth":
+            if not val.isdigit():
+                raise UsageError(f"--depth takes a number, not '{val}'")
+            a.options[name] = int(val)
+        else:
+            a.options[name] = val
+    rest = _FLAG.sub(" ", text).strip()
     if rest.startswith("--"):
         raise UsageError(f"unknown option {rest.split()[0]}; usage: {usage}")
     if rest and not allow_expr:
@@ -494,6 +511,13 @@ Usage: {HEAP_FRAMES_USAGE}
 Each pointer argument and local shows the state of what it points to (allocated, free in which
 bin, cached in which thread's tcache, how recently freed), with warnings for stale pointers
 and objects too small for their type.""", parse_heap_frames, run_heap_frames),
+]
+
+from . import tracecmds as _t  # noqa: E402  (it builds on the helpers above)
+
+COMMANDS += [
+    CommandSpec("heap-leaks", _t.HEAP_LEAKS_HELP, _t.parse_heap_leaks, _t.run_heap_leaks),
+    CommandSpec("heap-trace", _t.HEAP_TRACE_HELP, _t.parse_heap_trace, _t.run_heap_trace),
 ]
 
 INFO_ALLOC_HELP = f"""Allocation state of the heap chunk an expression points into.

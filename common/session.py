@@ -33,5 +33,18 @@ def program_view(target: Target, snaps, key: Optional[tuple] = None):
     return view
 
 
+def graph(target: Target, snaps, key: Optional[tuple] = None, conservative: bool = False):
+    """The pointer graph of this stop (precise or conservative), built once: (Graph, RootSet)."""
+    from .trace import trace_target
+    name = "graph-conservative" if conservative else "graph"
+    k = (key if key is not None else id(target), target.generation())
+    hit = _cache.get(name)
+    if hit is not None and hit[0] == k:
+        return hit[1]
+    result = trace_target(target, snaps, conservative=conservative)
+    _cache[name] = (k, result)
+    return result
+
+
 def invalidate() -> None:
     _cache.clear()

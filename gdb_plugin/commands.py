@@ -6,6 +6,7 @@ import traceback
 import gdb
 
 from common import commands as C
+from common import tracecmds as _t
 from common.allocators import NoAllocator
 from common.target import TargetError
 
@@ -84,6 +85,20 @@ class InfoAlloc(gdb.Command):
         _emit(C.run_info_alloc(t, ptr, args, _cache_key(t)))
 
 
+class HeapWhy(gdb.Command):
+    __doc__ = _t.HEAP_WHY_HELP
+
+    def __init__(self):
+        super().__init__("heap-why", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @guarded("heap-why")
+    def invoke(self, target, arg):
+        args = _t.parse_heap_why(arg)
+        t = target()
+        ptr = evaluate_pointer(args.rest)
+        _emit(_t.run_heap_why(t, ptr, args, _cache_key(t)))
+
+
 def evaluate_pointer(expr: str) -> C.Pointer:
     try:
         v = gdb.parse_and_eval(expr)
@@ -116,5 +131,6 @@ def register():
     for spec in C.COMMANDS:
         _command_class(spec)()
     InfoAlloc()
+    HeapWhy()
     from .scripting import register as register_scripting
     register_scripting()
