@@ -425,3 +425,39 @@ def test_commands_heap_leaks_why_trace(tmp_path, where):
     assert t["graph"]["nodes"] and t["graph"]["edges"]
     assert open(j("g.dot")).read().startswith("digraph")
     assert "unknown option --bogus" in run.texts["heap-leaks --bogus"]
+
+
+def _rustc():
+    import shutil
+    return shutil.which("rustc") or (os.path.exists("/root/.cargo/bin/rustc") and "/root/.cargo/bin/rustc")
+
+
+@pytest.mark.gdb
+@pytest.mark.skipif(not _rustc(), reason="no rustc (scripts/setup.sh installs Debian's rustc)")
+@pytest.mark.parametrize("where", ["live", "core"])
+def test_rust_rc_cycle_and_box_leak(tmp_path, where):
+    import json as _json
+    import subprocess
+    from harness import BUILD, ROOT, run_core, run_live
+    src = os.path.join(ROOT, "tests", "programs", "rust_leaks.rs")
+    exe = os.path.join(BUILD, "rust_leaks")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        os.makedirs(BUILD, exist_ok=True)
+        tmp = f"{exe}.{os.getpid()}.tmp"
+        subprocess.run([_rustc(), "-g", "-C", "opt-level=0", "-o", tmp, src], check=True, capture_output=True)
+        os.replace(tmp, exe)
+    out = str(tmp_path / "leaks.json")
+    live = run_live(exe, extra=[f"heap-leaks --json {out}"])
+    run = live if where == "live" else run_core(exe, live.core, os.path.dirname(live.core),
+                                                extra=[f"heap-leaks --json {out}"])
+    rep = _json.load(open(out))
+    want = dict(run.truth.expect)
+    lost = {e["address"]: e for e in rep["definitely_lost"]}
+    ind = {e["address"] for e in rep["indirectly_lost"]}
+    assert rep["summary"]["definitely"]["count"] == 2, rep["summary"]
+    assert rep["summary"]["indirectly"]["count"] == 3 and rep["summary"]["possibly"]["count"] == 0
+    # Rc::as_ptr points at the value inside the RcBox (after the two counts)
+    rc = want["rc-cycle"] - 16
+    assert rc in lost or rc in ind, (hex(rc), list(map(hex, lost)), list(map(hex, ind)))
+    assert want["box-leak"] in lost and lost[want["box-leak"]]["size"] >= 100
+    assert any(n.startswith("roots placed by the DWARF maps") for n in rep["notes"])

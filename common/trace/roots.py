@@ -61,6 +61,27 @@ def _is_system(path: str) -> bool:
     return path.startswith(SYSTEM_PREFIXES)
 
 
+def _undescribed_objects(obj, described: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """[start, end) of the object file's symbol-table data objects that no debug-info variable
+    covers: Rust's precompiled std keeps its statics that way, and so does a static library
+    built without -g. Their words are scanned for chunk starts (labelled conservative)."""
+    from ..elfinfo import elf_info
+    info = elf_info(obj.path)
+    if info is None:
+        return []
+    spans = sorted(described)
+    import bisect
+    starts = [a for a, _ in spans]
+    out = []
+    for _name, value, size in info.data_objects():
+        lo, hi = value + obj.base, value + obj.base + size
+        i = bisect.bisect_right(starts, lo) - 1
+        if i >= 0 and spans[i][0] <= lo and hi <= spans[i][1]:
+            continue
+        out.append((lo & ~7, (hi + 7) & ~7))
+    return out
+
+
 def _has_debug_info(obj) -> bool:
     from ..elfinfo import elf_info
     from ..objfiles import debug_file_for
@@ -159,7 +180,7 @@ def heap_ranges(snaps) -> List[Tuple[int, int]]:
 
 
 def target_roots(target: Target, snaps=(), frames=None, globals_=None, stack: str = "frames",
-                 conservative: bool = False) -> RootSet:
+                 conservative: bool = False, described=None) -> RootSet:
     """The roots of `target` at this stop (see the module's comment). `conservative`: the
     guessing approach's roots (every writable non-heap byte, whole stacks, interior pointers)."""
     notes: List[str] = []
@@ -270,6 +291,13 @@ def target_roots(target: Target, snaps=(), frames=None, globals_=None, stack: st
         covered = not conservative and not _is_system(obj.path) and _has_debug_info(obj)
         if covered:
             precise_data += segs
+            if described is not None:           # symbols the debug info says nothing about
+                hidden = _undescribed_objects(obj, described)
+                if hidden:
+                    extra.append(ExtraRoot(f"data of {os.path.basename(obj.path)}: {len(hidden)} objects without "
+                                           "debug info (e.g. a library built without -g)", "data",
+                                           ranges=hidden))
+                    scanned += sum(b - a for a, b in hidden)
             continue
         segs = _subtract(segs, arenas)
         if segs:
