@@ -61,7 +61,9 @@ def _render_leaks(rep: Dict[str, Any], stale: List[dict]) -> str:
     out = []
     st, roots = rep.get("stats", {}), rep.get("roots", {})
     opt = roots.get("variables_optimized_out", 0)
-    out.append(f"heap-leaks ({rep['mode']} trace): {st.get('edges', 0):,} edges from "
+    mode = rep["mode"] if roots.get("variables_placed", 0) or rep["mode"] != "precise" else \
+        "no debug info for any variable: conservative"
+    out.append(f"heap-leaks ({mode} trace): {st.get('edges', 0):,} edges from "
                f"{roots.get('variables_placed', 0)} root variables"
                + (f" ({opt} optimized out: their frames are scanned conservatively, labelled)" if opt else "")
                + f", {roots.get('conservative_roots', 0)} conservatively scanned regions  [{rep['seconds']:.2f} s]")
