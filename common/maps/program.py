@@ -186,6 +186,12 @@ class ProgramMaps:
             text += f" (none for {', '.join(lack[:4])}{'...' if len(lack) > 4 else ''})"
         text += (f"; {st['roots_placed']} variables placed, {st['optimized_out']} optimized out, "
                  f"{st['unavailable']} unavailable, {st['unsupported']} unsupported")
+        files = st.get("files") or {}
+        decoded = [v.get("decode_seconds") or 0 for v in files.values() if v.get("cached") is False]
+        if decoded:
+            text += f"; first decode {sum(decoded):.2f} s (cached for next time)"
+        elif files:
+            text += f"; loaded from the cache in {st.get('load_seconds', 0):.2f} s"
         return text
 
     def reset_stats(self) -> None:
