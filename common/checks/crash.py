@@ -235,7 +235,7 @@ def findings(crash: Crash, snaps: List[HeapSnapshot], refs: List[Ref], target: T
         kind = "invalid-free"
         msg = (f"{call} in {where}: {p:#x} points {w.offset} bytes into the {w.usable}-byte allocation at "
                f"{w.user:#x}, not at its start")
-        chunk = {"start": w.start, "size": w.usable, "state": w.state_name}
+        chunk = w.chunk
     elif w.state in (FREE, CACHED, TOP):
         kind = "double-free"
         if w.state == TOP:
@@ -251,12 +251,12 @@ def findings(crash: Crash, snaps: List[HeapSnapshot], refs: List[Ref], target: T
                 state += ": this thread's own cache holds it, so this thread freed it before"
         what = "buffer" if w.state == TOP else f"{w.usable}-byte buffer"
         msg = f"double free of the {what} that {expr} in {f.function or where} points to: {state}"
-        chunk = {"start": w.start, "size": w.usable, "state": w.state_name}
+        chunk = w.chunk
     else:
         kind = "metadata-corruption"
         msg = (f"{call} in {where} aborted on an allocated {w.usable}-byte chunk: its header or a neighbour's "
                f"is corrupt" + (f" (glibc: {crash.message})" if crash.message else ""))
-        chunk = {"start": w.start, "size": w.usable, "state": w.state_name}
+        chunk = w.chunk
         near = [x for s in snaps for x in s.findings if x.chunk and x.chunk.get("start") is not None
                 and abs(x.chunk["start"] - w.start) <= 2 * max(w.usable, 4096)]
         for x in near[:3]:

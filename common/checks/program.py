@@ -44,6 +44,11 @@ class Where:
     user: int
     usable: int
     offset: int
+    csize: int = 0                 # the chunk's own size (header included)
+
+    @property
+    def chunk(self) -> Dict:
+        return {"start": self.start, "size": self.csize, "state": self.state_name}
 
     @property
     def state_name(self) -> str:
@@ -58,7 +63,7 @@ def locate(snaps: List[HeapSnapshot], value: int) -> Optional[Where]:
             st, start, csize = int(idx.state[i]), int(idx.start[i]), int(idx.size[i])
             usable = csize - (2 * idx.usable_delta if st == MMAPPED else idx.usable_delta)
             user = start + idx.user_offset
-            return Where(s, i, st, start, user, usable, value - user)
+            return Where(s, i, st, start, user, usable, value - user, csize)
     return None
 
 
@@ -209,7 +214,7 @@ def check(refs: List[Ref], snaps: List[HeapSnapshot], stop: StopInfo,
                 if fl.thread is not None and v.thread is not None and fl.thread != v.thread:
                     ev.append(f"freed by thread {fl.thread} (its tcache holds it), not by thread {v.thread}")
             found.append(Finding("use-after-free", sev, r.value - w.offset if w.state != TOP else r.value,
-                                 msg, ev, {"start": w.start, "size": w.usable, "state": w.state_name},
+                                 msg, ev, w.chunk,
                                  _var_json(v, r.path), "stale-pointer"))
         elif r.slot.target_size and w.state in (0, MMAPPED) and not r.slot.ambiguous:
             room = w.usable - w.offset
@@ -223,7 +228,7 @@ def check(refs: List[Ref], snaps: List[HeapSnapshot], stop: StopInfo,
                     f"{room} bytes of a {w.usable}-byte allocation",
                     [f"{r.path} = {r.value:#x}, {w.offset} bytes into the chunk at {w.start:#x}",
                      "the object does not fit: a wrong malloc size, or a stale pointer into a reused chunk"],
-                    {"start": w.start, "size": w.usable, "state": w.state_name}, _var_json(v, r.path),
+                    w.chunk, _var_json(v, r.path),
                     "type-size"))
     for kind, n in counts.items():
         if n > MAX_FINDINGS:
