@@ -172,14 +172,14 @@ def _registers(f) -> Dict[str, int]:
 
 
 def _cfa(f, older) -> Optional[int]:
-    """The frame's canonical frame address: the caller's unwound sp; for the outermost frame
-    gdb shows (no caller), the 'frame at' address of `info frame`."""
+    """The frame's canonical frame address: the caller's unwound sp. For the outermost frame
+    gdb shows there is no caller to ask; the DWARF maps compute it from .eh_frame. (Selecting
+    that frame to ask `info frame` would switch gdb's language to the frame's — often
+    assembly — and change how every later type is spelled.)"""
+    if older is None:
+        return None
     try:
-        if older is not None:
-            return int(older.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
-        f.select()
-        m = re.search(r"frame at (0x[0-9a-f]+)", gdb.execute("info frame", to_string=True))
-        return int(m.group(1), 16) if m else None
+        return int(older.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
     except (gdb.error, ValueError, RuntimeError):
         return None
 

@@ -47,3 +47,21 @@ def __lldb_init_module(debugger, internal_dict):
         return
     from .commands import register
     register(debugger, __name__)
+
+
+# For breakpoint callbacks (lldb's form of gdb's `break free if $heap_is_free($rdi)`):
+#   breakpoint command add -s python -o "return lldb_plugin.heap_is_free(frame, frame.FindRegister('rdi').unsigned)"
+# `where` is the SBFrame (or SBValue, SBTarget) the callback has. See lldb_plugin/scripting.py.
+def heap_state(where, ptr):
+    from .scripting import heap_state as f
+    return f(where, ptr)
+
+
+def heap_is_free(where, ptr):
+    from .scripting import heap_is_free as f
+    return f(where, ptr)
+
+
+def heap_size(where, ptr):
+    from .scripting import heap_size as f
+    return f(where, ptr)

@@ -1,8 +1,10 @@
 """lldb commands: thin wrappers that build an LldbTarget, call common.commands, print.
 
-Every command of common.commands.COMMANDS (heap-check, heap-stats, ...), with its help text,
-plus `info alloc` (lldb has no `info` command: heaplens adds an `info` container command
-holding `alloc`, so the gdb spelling works; `info-alloc` is the same command at the top level).
+Every command of common.commands.COMMANDS (heap-check, heap-stats, heap-frames, heap-leaks, ...),
+with its help text, plus `info alloc` (lldb has no `info` command: heaplens adds an `info`
+container command holding `alloc`, so the gdb spelling works; `info-alloc` is the same command
+at the top level), `heap-why EXPR` (EXPR evaluated by lldb, like info alloc's) and
+`heaplens-annotate on|off` (lldb's form of gdb's `set heaplens annotate-frames`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from common import commands as C
 from common.allocators import NoAllocator
 from common.target import TargetError
 
+from .program import tagged
 from .target import LldbTarget
 
 LOG = "/tmp/heaplens-error.log"
@@ -49,7 +52,7 @@ class _Command:
     long = ""
 
     def __init__(self, debugger, internal_dict):
-        pass
+        self.debugger = debugger
 
     def get_short_help(self):
         return self.short
@@ -138,6 +141,55 @@ class InfoAlloc(_Command):
         _emit(C.run_info_alloc(t, ptr, args, t.cache_key()), result)
 
 
+class HeapWhy(_Command):
+    name = "heap-why"
+
+    def run(self, target, arg, exe_ctx, result):
+        from common import tracecmds as T
+        args = T.parse_heap_why(arg)
+        t = target()
+        ptr = evaluate_pointer(t.target, exe_ctx, args.rest)
+        _emit(T.run_heap_why(t, ptr, args, t.cache_key()), result)
+
+
+def _heap_why_help():
+    try:
+        from common import tracecmds as T
+        short, long = _help(T.HEAP_WHY_HELP)
+        return short, long + "\n\nIn lldb, EXPR is evaluated in the selected frame (frame select N first)."
+    except ImportError:                     # an older core without the tracing commands
+        return "", ""
+
+
+HeapWhy.short, HeapWhy.long = _heap_why_help()
+
+
+ANNOTATE_HELP = """Annotate heap pointers wherever lldb prints them (frame variable, bt, p, expression).
+Usage: heaplens-annotate [on|off]
+Each pointer into the heap shows the state of its chunk, e.g. response = 0x55555555a2a0
+[cached: tcache[6] (0x80) of thread 1, 120 B, freed last]. Off by default; without an argument,
+says whether it is on. (lldb's form of gdb's `set heaplens annotate-frames on`: a type summary
+for pointer types, in the type category `heaplens`.)"""
+
+
+class Annotate(_Command):
+    name = "heaplens-annotate"
+    short, long = _help(ANNOTATE_HELP)
+    package = "lldb_plugin"
+
+    def run(self, target, arg, exe_ctx, result):
+        from . import scripting
+        debugger = self.debugger
+        word = arg.strip().lower()
+        if word in ("on", "off", "1", "0", "true", "false", "yes", "no", "enable", "disable"):
+            scripting.set_annotations(debugger, word in ("on", "1", "true", "yes", "enable"), self.package)
+        elif word:
+            raise C.UsageError("usage: heaplens-annotate [on|off]")
+        on = scripting.annotations_on(debugger)
+        result.AppendMessage("heaplens: pointer annotations " + ("on" if on else "off"))
+        result.SetStatus(lldb.eReturnStatusSuccessFinishResult)
+
+
 _INT = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)[uUlL]*")
 
 
@@ -215,15 +267,8 @@ def _type_name(typ, frame) -> str:
     tag = _TAGS.get(base.GetTypeClass())
     bare = base.GetName() or ""
     if tag and bare and not bare.startswith(tag + " "):
-        name = _tagged(name, bare, tag)
+        name = tagged(name, bare, tag)
     return name
-
-
-def _tagged(name: str, bare: str, tag: str) -> str:
-    m = re.search(r"(?<![\w])" + re.escape(bare) + r"(?![\w])", name)
-    if m is None or name[:m.start()].endswith(tag + " "):
-        return name
-    return name[:m.start()] + tag + " " + name[m.start():]
 
 
 def _first_error(err) -> str:
@@ -249,7 +294,11 @@ def register(debugger, package: str) -> None:
         ci.HandleCommand(cmd, res)
         return res
     mod = package + ".commands"
-    table = [(spec.name, _class_name(spec.name)) for spec in C.COMMANDS] + [("info-alloc", "InfoAlloc")]
+    Annotate.package = package
+    table = [(spec.name, _class_name(spec.name)) for spec in C.COMMANDS] + [("info-alloc", "InfoAlloc"),
+                                                                           ("heaplens-annotate", "Annotate")]
+    if HeapWhy.short and not any(spec.name == "heap-why" for spec in C.COMMANDS):
+        table.append(("heap-why", "HeapWhy"))
     for name, cls in table:
         r = run(f"command script add -o -c {mod}.{cls} {name}")
         if not r.Succeeded():

@@ -10,6 +10,7 @@ thread lists (common.threadptr).
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections import OrderedDict
 from typing import Dict, List, Optional
@@ -21,6 +22,8 @@ from common.objfiles import objfiles_from_regions
 from common.procmaps import read_maps
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
 from common.threadptr import thread_pointers
+
+from . import program as P
 
 BLOCK = 1 << 20                 # SBProcess.ReadMemory granularity for small reads
 MAX_BLOCKS = 64
@@ -58,6 +61,7 @@ class LldbTarget(Target):
         self._regions: Optional[List[Region]] = None
         self._objs: Optional[List[ObjFile]] = None
         self._threads: Optional[List[ThreadInfo]] = None
+        self._program: Optional[P.Program] = None
 
     def _local(self) -> bool:
         plat = self.target.GetPlatform()
@@ -299,14 +303,36 @@ class LldbTarget(Target):
     def warnings(self):
         return self.core.warnings if self.core is not None else []
 
-    def generation(self) -> int:
-        """Changes whenever the process resumes or stops, expression evaluations included
-        (lldb has no memory-changed event: after `memory write`, re-run `process continue`
-        or reload to see the change)."""
-        try:
-            return (self.proc.GetUniqueID() << 32) | (self.proc.GetStopID(True) & 0xFFFFFFFF)
-        except Exception:
-            return 0
+    # --- program state --------------------------------------------------------------------
+    @property
+    def program(self) -> "P.Program":
+        if self._program is None:
+            self._program = P.Program(self.target, self.proc)
+        return self._program
+
+    def frames(self, max_frames: int = 64, variables: bool = True, registers: bool = False):
+        return self.program.frames(max_frames, variables, registers)
+
+    def globals(self):
+        return self.program.globals_(self.objfiles())
+
+    def type_layout(self, type_name: str):
+        return self.program.layouts.type_layout(type_name)
+
+    def stop_info(self):
+        core = None
+        if self.kind == "core":
+            core = P.core_stop(self.core.path) if self.core is not None else None
+        return self.program.stop_info(core)
+
+    def frame_registers(self, thread: int, frame: int):
+        return self.program.frame_registers(thread, frame)
+
+    def evaluate(self, expr: str, thread: int, frame: int):
+        return self.program.evaluate(expr, thread, frame)
+
+    def generation(self):
+        return generation_of(self.target, self.proc)
 
     def cache_key(self):
         return ("lldb", self.proc.GetUniqueID(), self.pid, self.core.path if self.core else None)
@@ -315,6 +341,111 @@ class LldbTarget(Target):
         if self.kind == "core":
             return f"core file {self.core.path if self.core else '?'}"
         return f"{self.kind} process {self.pid}"
+
+
+def generation_of(target, proc=None):
+    """Changes whenever the inferior may have changed: it resumed or stopped (expression
+    evaluations that ran code included: lldb counts them as stops), or lldb wrote its memory
+    or registers (`memory write`, `expression p->x = 0`, `register write`,
+    SBProcess.WriteMemory), which lldb announces nowhere but in the packets it sends to its
+    debug server: see writes_seen()."""
+    try:
+        proc = proc or target.GetProcess()
+        return (proc.GetUniqueID(), proc.GetStopID(True), writes_seen(target.GetDebugger(), proc))
+    except Exception:
+        return 0
+
+
+# --- memory written by lldb --------------------------------------------------------------------
+# lldb 16 has no memory-changed event and its statistics do not count `memory write`; its debug
+# server does see every write: M/X (memory) and P/G/QRestoreRegisterState (registers) packets.
+# The packet history (`process plugin packet history`: the last 512 packets, numbered from the
+# start of the connection) is read at each generation() and the writes counted per process.
+# Writes into memory lldb allocated for itself (_M packets: expression results, JIT code) are
+# not the program's memory and are not counted.
+_LINE = re.compile(r"^history\[(\d+)\][^\n]*?(send|read) packet: \$([^#\n]*)", re.M)
+_MEM_WRITE = re.compile(r"[MX]([0-9a-fA-F]+),([0-9a-fA-F]+)[:]")
+_REG_WRITE = re.compile(r"(P[0-9a-fA-F]+=|G|QRestoreRegisterState)")
+
+
+class _Writes:
+    def __init__(self):
+        self.seen = -1                         # last packet index looked at
+        self.count = 0                         # writes to the program's memory or registers
+        self.scratch: List[List[int]] = []     # [start, end) lldb allocated in the process
+        self.alloc_size: Optional[int] = None  # an _M request waiting for its reply
+
+    def feed(self, direction: str, body: str, counting: bool) -> bool:
+        """One packet; True when it writes the program's memory or registers."""
+        if direction == "read":
+            if self.alloc_size is not None:
+                try:
+                    start = int(body, 16)
+                    self.scratch.append([start, start + self.alloc_size])
+                except ValueError:
+                    pass
+                self.alloc_size = None
+            return False
+        self.alloc_size = None
+        if body.startswith("_M"):
+            try:
+                self.alloc_size = int(body[2:].split(",", 1)[0], 16)
+            except ValueError:
+                pass
+            return False
+        if body.startswith("_m"):
+            try:
+                addr = int(body[2:], 16)
+                self.scratch = [r for r in self.scratch if r[0] != addr]
+            except ValueError:
+                pass
+            return False
+        m = _MEM_WRITE.match(body)
+        if m:
+            addr, size = int(m.group(1), 16), int(m.group(2), 16)
+            return counting and not any(a <= addr and addr + size <= b for a, b in self.scratch)
+        return counting and bool(_REG_WRITE.match(body))
+
+
+_writes: Dict[int, _Writes] = {}               # process unique id -> what its packets showed
+
+
+def writes_seen(debugger, proc) -> int:
+    """How many times lldb has written the process's memory or registers since we first
+    looked (live processes through lldb's debug server; a core cannot be written)."""
+    if (proc.GetPluginName() or "") != "gdb-remote":
+        return 0
+    uid = proc.GetUniqueID()
+    st = _writes.get(uid)
+    res = lldb.SBCommandReturnObject()
+    try:
+        debugger.GetCommandInterpreter().HandleCommand("process plugin packet history", res)
+        text = res.GetOutput() or "" if res.Succeeded() else None
+    except Exception:                          # undecodable output: assume the worst
+        text = None
+    first = st is None
+    if first:
+        if len(_writes) > 64:
+            _writes.pop(next(iter(_writes)))
+        st = _writes[uid] = _Writes()
+    if text is None:
+        st.count += 1                          # cannot tell: a fresh walk is the safe answer
+        return st.count
+    wrote = False
+    lowest, before = None, st.seen
+    for m in _LINE.finditer(text):
+        i = int(m.group(1))
+        lowest = i if lowest is None else lowest
+        if i <= st.seen:
+            continue
+        # on the first look, only learn lldb's own allocations: earlier writes are in what we read
+        wrote |= st.feed(m.group(2), m.group(3), not first)
+        st.seen = i
+    if not first and lowest is not None and lowest > before + 1:
+        wrote = True                           # the history moved past packets never looked at
+    if wrote:
+        st.count += 1
+    return st.count
 
 
 def _register_fs_base(th) -> Optional[int]:
