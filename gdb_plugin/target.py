@@ -12,7 +12,8 @@ from typing import List, Optional
 
 import gdb  # noqa: F401  (only the adapters import gdb)
 
-from common.elfcore import CoreFile, MissingFromCore
+from common.elfcore import CoreFile
+from common.localmem import LocalMemory
 from common.objfiles import objfiles_from_regions
 from common.procmaps import read_maps
 from . import program
@@ -35,7 +36,7 @@ def _connect_events():
             reg.connect(bump_generation)
 
 
-class GdbTarget(Target):
+class GdbTarget(LocalMemory, Target):
     def __init__(self):
         inf = gdb.selected_inferior()
         if inf is None or inf.pid == 0 and not self._core_path():
@@ -83,36 +84,13 @@ class GdbTarget(Target):
     def read(self, addr: int, size: int) -> bytes:
         if size <= 0:
             return b""
-        if self._mem is not None:
-            try:
-                data = os.pread(self._mem.fileno(), size, addr)
-                if len(data) == size:
-                    return data
-            except (OSError, OverflowError, ValueError):
-                pass
-        elif self.core is not None:
-            try:
-                return self.core.read(addr, size)
-            except MissingFromCore:
-                raise                                    # gdb would serve the file's stale bytes
-            except ReadError:
-                pass                                     # gdb may know the file-backed bytes
+        data = self.fast_read(addr, size)
+        if data is not None:
+            return data
         try:
             return bytes(self.inf.read_memory(addr, size))
         except (gdb.error, gdb.MemoryError, OverflowError, ValueError) as e:
             raise ReadError(addr, size, str(e)) from None
-
-    def threadsafe_reader(self):
-        if self._mem is not None:
-            fd = self._mem.fileno()
-
-            def pread(addr: int, size: int) -> bytes:
-                data = os.pread(fd, size, addr)
-                if len(data) != size:
-                    raise ReadError(addr, size, "short read")
-                return data
-            return pread
-        return self.core.read if self.core is not None else None
 
     def regions(self) -> List[Region]:
         if self._regions is None:

@@ -17,7 +17,8 @@ from typing import Dict, List, Optional
 
 import lldb  # noqa: F401  (only the adapters import lldb)
 
-from common.elfcore import CoreFile, MissingFromCore
+from common.elfcore import CoreFile
+from common.localmem import LocalMemory
 from common.objfiles import objfiles_from_regions
 from common.procmaps import read_maps
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
@@ -32,7 +33,7 @@ NOT_RUNNING = ("the program is not running and no core file is loaded: start it 
                "process attach) or load a core (target create -c CORE)")
 
 
-class LldbTarget(Target):
+class LldbTarget(LocalMemory, Target):
     def __init__(self, target: "lldb.SBTarget"):
         if target is None or not target.IsValid():
             raise TargetError(NOT_RUNNING)
@@ -101,20 +102,9 @@ class LldbTarget(Target):
             return b""
         if addr < 0 or addr + size > 1 << 64:
             raise ReadError(addr, size, "address out of range")
-        if self._mem is not None:
-            try:
-                data = os.pread(self._mem.fileno(), size, addr)
-                if len(data) == size:
-                    return data
-            except (OSError, OverflowError, ValueError):
-                pass
-        elif self.core is not None:
-            try:
-                return self.core.read(addr, size)
-            except MissingFromCore:
-                raise                                    # lldb would serve the file's stale bytes
-            except ReadError:
-                pass                                     # lldb may know the file-backed bytes
+        data = self.fast_read(addr, size)
+        if data is not None:
+            return data
         return self._lldb_read(addr, size)
 
     def _lldb_read(self, addr: int, size: int) -> bytes:
@@ -149,18 +139,6 @@ class LldbTarget(Target):
         if not err.Success() or data is None or len(data) != size:
             raise ReadError(addr, size, err.GetCString() or "short read")
         return bytes(data)
-
-    def threadsafe_reader(self):
-        if self._mem is not None:
-            fd = self._mem.fileno()
-
-            def pread(addr: int, size: int) -> bytes:
-                data = os.pread(fd, size, addr)
-                if len(data) != size:
-                    raise ReadError(addr, size, "short read")
-                return data
-            return pread
-        return self.core.read if self.core is not None else None
 
     def regions(self) -> List[Region]:
         if self._regions is None:
