@@ -342,6 +342,9 @@ class _Builder:
                     if not v:
                         continue
                     if lo <= v < hi:
+                        # one edge: record it, type its target, queue it. Inlined here and in the
+                        # tail-element loop below (the same rule, element k instead of 0): a call per
+                        # edge costs ~0.15 s at 10^6 edges. Change both together.
                         j = bis(u_list, v) - 1
                         if j >= 0 and v < m_end[j]:
                             doff = v - m_user[j]
