@@ -5,15 +5,17 @@ truncated core lacks is never taken from the mapped file, which holds stale byte
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import List, Optional
 
 from .elfcore import CoreFile, MissingFromCore
-from .target import ReadError
+from .procmaps import read_maps
+from .target import ReadError, Region
 
 
 class LocalMemory:
     """Mixin for Target adapters: set `_mem` (an open /proc/PID/mem) or `core` (a CoreFile);
-    read() tries fast_read() first and asks the debugger only when it returns None."""
+    read() tries fast_read() first and asks the debugger only when it returns None; regions()
+    likewise with local_regions()."""
     _mem = None
     core: Optional[CoreFile] = None
 
@@ -32,6 +34,18 @@ class LocalMemory:
                 raise                      # the debugger would serve the file's stale bytes
             except ReadError:
                 pass                       # the debugger may know file-backed bytes
+        return None
+
+    def local_regions(self, live_pid: Optional[int]) -> Optional[List[Region]]:
+        """The mappings without the debugger: the core's, or /proc/PID/maps of a local live
+        process; None when only the debugger can say."""
+        if self.core is not None:
+            return self.core.regions()
+        if live_pid:
+            try:
+                return read_maps(live_pid)
+            except OSError:
+                return None
         return None
 
     def threadsafe_reader(self):

@@ -1,10 +1,33 @@
 """Loaded objects derived from the mappings (path -> load bias), shared by every target."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .elfinfo import elf_info
 from .target import ObjFile, Region
+
+
+# Where the system's libraries live: their globals, frames' variables and (by default) DWARF
+# are theirs, not the program's.
+SYSTEM_PREFIXES = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
+
+
+def is_system(path: str) -> bool:
+    return bool(path) and path.startswith(SYSTEM_PREFIXES)
+
+
+def program_data_objects(objfiles: Iterable[ObjFile]) -> Iterator[Tuple[ObjFile, str, int, int]]:
+    """(object, name, runtime address, size) of the symbol-table data objects of the program
+    and its own libraries: the candidates for global pointer variables, which the debugger
+    then types."""
+    for obj in objfiles:
+        if is_system(obj.path):
+            continue
+        info = elf_info(obj.path)
+        if info is None:
+            continue
+        for name, value, size in info.data_objects():
+            yield obj, name, value + obj.base, size
 
 
 def objfiles_from_regions(regions: Iterable[Region], debug: Optional[Dict[str, bool]] = None) -> List[ObjFile]:

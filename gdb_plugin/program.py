@@ -8,11 +8,11 @@ from typing import Dict, List, Optional
 
 import gdb
 
+from common.objfiles import is_system, program_data_objects
 from common.target import FrameInfo, PtrSlot, StopInfo, TypeLayout, Variable
 
 MAX_SLOTS = 4096          # pointer slots expanded per type (big arrays are cut here)
 MAX_ARRAY = 1024          # elements of one array expanded
-_SYSTEM = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
 _layouts: Dict[str, TypeLayout] = {}
 
 
@@ -159,9 +159,10 @@ _ALL_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9",
              "r14", "r15", "rip")
 
 
-def _registers(f) -> Dict[str, int]:
+def _registers(f, names=_ALL_REGS) -> Dict[str, int]:
+    """The frame's unwound registers by name (callee-saved ones exact; optimized-out skipped)."""
     out = {}
-    for r in _ALL_REGS:
+    for r in names:
         try:
             v = f.read_register(r)
             if not v.is_optimized_out:
@@ -228,7 +229,7 @@ def _frame_info(f, thread, tid, level, variables) -> FrameInfo:
         except gdb.error:
             pass
     fi = FrameInfo(thread, tid, level, pc, fn, path, line, objfile)
-    if not variables or objfile.startswith(_SYSTEM):
+    if not variables or is_system(objfile):
         return fi                               # the C library's frames: its own business
     try:
         block = f.block()
@@ -250,25 +251,16 @@ def _frame_info(f, thread, tid, level, variables) -> FrameInfo:
 
 
 def globals_(objfiles) -> List[Variable]:
-    """Pointer-holding variables with static storage in the program and its own libraries
-    (system libraries' globals are their own business). The candidates are the data objects
-    of each file's symbol table; gdb gives each one's type."""
-    from common.elfinfo import elf_info
+    """Pointer-holding variables with static storage in the program and its own libraries:
+    the symbol-table candidates (common.objfiles.program_data_objects), typed by gdb."""
     out: List[Variable] = []
-    for obj in objfiles:
-        if obj.path.startswith(_SYSTEM):
+    for _obj, name, addr, _size in program_data_objects(objfiles):
+        sym = _symbol_at(name, addr)
+        if sym is None:
             continue
-        info = elf_info(obj.path)
-        if info is None:
-            continue
-        for name, value, _size in info.data_objects():
-            addr = value + obj.base
-            sym = _symbol_at(name, addr)
-            if sym is None:
-                continue
-            lay = layout_of(sym.type)
-            if lay.slots:
-                out.append(Variable(name, "global", lay, address=addr))
+        lay = layout_of(sym.type)
+        if lay.slots:
+            out.append(Variable(name, "global", lay, address=addr))
     return out
 
 
@@ -318,20 +310,11 @@ _REGS = ("rbx", "rbp", "r12", "r13", "r14", "r15", "rdi", "rsi", "rax", "rdx")
 
 
 def frame_registers(thread: int, level: int):
-    out = {}
     with preserved_selection():
         try:
-            f = _frame_at(thread, level)
+            return _registers(_frame_at(thread, level), _REGS)
         except (gdb.error, RuntimeError, AttributeError):
-            return out
-        for r in _REGS:
-            try:
-                v = f.read_register(r)
-                if not v.is_optimized_out:
-                    out[r] = int(v) & 0xFFFFFFFFFFFFFFFF
-            except (gdb.error, ValueError):
-                pass
-    return out
+            return {}
 
 
 def evaluate(expr: str, thread: int, level: int):

@@ -15,7 +15,6 @@ import gdb  # noqa: F401  (only the adapters import gdb)
 from common.elfcore import CoreFile
 from common.localmem import LocalMemory
 from common.objfiles import objfiles_from_regions
-from common.procmaps import read_maps
 from . import program
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
 
@@ -94,14 +93,8 @@ class GdbTarget(LocalMemory, Target):
 
     def regions(self) -> List[Region]:
         if self._regions is None:
-            if self.core is not None:
-                self._regions = self.core.regions()
-            elif self.kind == "live":
-                try:
-                    self._regions = read_maps(self.inf.pid)
-                except OSError:
-                    self._regions = self._gdb_mappings()
-            else:
+            self._regions = self.local_regions(self.inf.pid if self.kind == "live" else None)
+            if self._regions is None:
                 self._regions = self._gdb_mappings()
         return self._regions
 

@@ -19,12 +19,12 @@ from typing import Dict, List, Optional, Tuple
 
 import lldb
 
+from common.objfiles import is_system, program_data_objects
 from common.target import FrameInfo, PtrSlot, StopInfo, TypeLayout, Variable
 
 MAX_SLOTS = 4096          # pointer slots expanded per type (big arrays are cut here): as gdb's adapter
 MAX_ARRAY = 1024          # elements of one array expanded
 MAX_DEPTH = 12
-_SYSTEM = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
 _MASK = (1 << 64) - 1
 INVALID = lldb.LLDB_INVALID_ADDRESS
 
@@ -364,7 +364,7 @@ class Program:
             line = le.GetLine() if 0 < le.GetLine() < 0xFFFFFFFF else 0
         objfile = _module_path(f)
         fi = FrameInfo(thread, tid, level, pc, fn, path, line, objfile)
-        if not variables or objfile.startswith(_SYSTEM):
+        if not variables or is_system(objfile):
             return fi                               # the C library's frames: its own business
         is_c = self.namer.module_is_c(f.GetModule())
         block = f.GetBlock()
@@ -430,26 +430,21 @@ class Program:
     # globals
     def globals_(self, objfiles) -> List[Variable]:
         """Pointer-holding variables with static storage in the program and its own libraries:
-        the data objects of each file's symbol table, typed by lldb's debug info."""
-        from common.elfinfo import elf_info
+        the symbol-table candidates (common.objfiles.program_data_objects), typed by lldb."""
         out: List[Variable] = []
-        for obj in objfiles:
-            if obj.path.startswith(_SYSTEM):
-                continue
-            info = elf_info(obj.path)
-            if info is None:
-                continue
-            module = self._module(obj.path)
+        modules = {}
+        for obj, name, addr, _size in program_data_objects(objfiles):
+            if obj.path not in modules:
+                modules[obj.path] = self._module(obj.path)
+            module = modules[obj.path]
             if module is None:
                 continue
-            for name, value, _size in info.data_objects():
-                addr = value + obj.base
-                v = self._global_at(module, name, addr)
-                if v is None:
-                    continue
-                lay = self.layouts.layout_of(v.GetType(), self.namer.module_is_c(module))
-                if lay.slots:
-                    out.append(Variable(name, "global", lay, address=addr))
+            v = self._global_at(module, name, addr)
+            if v is None:
+                continue
+            lay = self.layouts.layout_of(v.GetType(), self.namer.module_is_c(module))
+            if lay.slots:
+                out.append(Variable(name, "global", lay, address=addr))
         return out
 
     def _module(self, path: str):

@@ -20,7 +20,6 @@ import lldb  # noqa: F401  (only the adapters import lldb)
 from common.elfcore import CoreFile
 from common.localmem import LocalMemory
 from common.objfiles import objfiles_from_regions
-from common.procmaps import read_maps
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
 from common.threadptr import thread_pointers
 
@@ -142,14 +141,8 @@ class LldbTarget(LocalMemory, Target):
 
     def regions(self) -> List[Region]:
         if self._regions is None:
-            if self.core is not None:
-                self._regions = self.core.regions()
-            elif self.kind == "live":
-                try:
-                    self._regions = read_maps(self.pid)
-                except OSError:
-                    self._regions = self._lldb_regions()
-            else:
+            self._regions = self.local_regions(self.pid if self.kind == "live" else None)
+            if self._regions is None:
                 self._regions = self._lldb_regions()
         return self._regions
 

@@ -6,6 +6,10 @@ core there), HL_EXTRA (';'-separated extra commands whose output goes to extra.t
 """
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from truth import addresses, read_truth  # noqa: E402
 
 import gdb
 
@@ -25,14 +29,7 @@ texts = {"heap-check": run(f"heap-check --json {out}/check.json"),
 infos = {}
 truth = os.environ.get("HL_TRUTH")
 if truth and os.path.exists(truth):
-    addrs = []
-    for line in open(truth):
-        f = line.split()
-        if f and f[0] in ("live", "freed", "mmapped"):
-            addrs.append(int(f[1], 16))
-        elif f and f[0] == "expect":
-            addrs.append(int(f[2], 16))
-    for a in addrs:
+    for a in addresses(read_truth(truth)):
         res = run(f"info alloc {a:#x} --json {out}/info.json")
         infos[str(a)] = json.load(open(f"{out}/info.json")) if not res.startswith("ERROR") else {"error": res}
 for cmd in filter(None, os.environ.get("HL_EXTRA", "").split(";")):

@@ -7,8 +7,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
+
+from truth import Truth, read_truth  # noqa: F401  (re-exported for the tests)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = os.path.join(ROOT, "tests", "programs")
@@ -32,30 +34,6 @@ def build(name: str, opt: str = "-O0", src_dir: str = PROGRAMS, extra=()) -> str
                        capture_output=True, text=True)
         os.replace(tmp, exe)
     return exe
-
-
-@dataclass
-class Truth:
-    live: Dict[int, int] = field(default_factory=dict)
-    freed: Dict[int, int] = field(default_factory=dict)
-    mmapped: Dict[int, int] = field(default_factory=dict)
-    expect: List[tuple] = field(default_factory=list)      # (kind, address)
-    threads: List[int] = field(default_factory=list)
-
-
-def read_truth(path: str) -> Truth:
-    t = Truth()
-    for line in open(path):
-        f = line.split()
-        if not f:
-            continue
-        if f[0] in ("live", "freed", "mmapped"):
-            getattr(t, f[0])[int(f[1], 16)] = int(f[2])
-        elif f[0] == "expect":
-            t.expect.append((f[1], int(f[2], 16)))
-        elif f[0] == "thread":
-            t.threads.append(int(f[1]))
-    return t
 
 
 @dataclass

@@ -11,6 +11,10 @@ dump_program() is debugger-neutral: tests/test_lldb.py runs it in gdb too, on Gd
 """
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from truth import addresses, read_truth  # noqa: E402
 
 
 def _layout(lay):
@@ -63,14 +67,7 @@ def __lldb_init_module(debugger, internal_dict):
     infos = {}
     truth = os.environ.get("HL_TRUTH")
     if truth and os.path.exists(truth):
-        addrs = []
-        for line in open(truth):
-            f = line.split()
-            if f and f[0] in ("live", "freed", "mmapped"):
-                addrs.append(int(f[1], 16))
-            elif f and f[0] == "expect":
-                addrs.append(int(f[2], 16))
-        for a in addrs:
+        for a in addresses(read_truth(truth)):
             res = run(f"info alloc {a:#x} --json {out}/info.json")
             infos[str(a)] = json.load(open(f"{out}/info.json")) if "ERROR: " not in res else {"error": res}
     from lldb_plugin.target import LldbTarget

@@ -16,12 +16,12 @@ from typing import List, Optional
 
 from ..heapindex import CACHED, FREE, TOP
 from ..memcache import CachedReader
+from ..objfiles import is_system
 from ..report import Finding
 from ..snapshot import HeapSnapshot
 from ..target import FrameInfo, ReadError, StopInfo, Target
 from .program import Ref, locate
 
-_SYSTEM = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
 # libc entry points (as gdb names them with and without libc debug info) -> the operation
 _ENTRY = {"free": "free", "cfree": "free", "__libc_free": "free", "__GI___libc_free": "free",
           "malloc": "malloc", "__libc_malloc": "malloc", "__GI___libc_malloc": "malloc",
@@ -49,7 +49,7 @@ class Crash:
 
 
 def _is_system(f: FrameInfo, libc_path: str) -> bool:
-    return bool(f.objfile) and (f.objfile == libc_path or f.objfile.startswith(_SYSTEM))
+    return bool(f.objfile) and (f.objfile == libc_path or is_system(f.objfile))
 
 
 def abort_message(target: Target, reader: CachedReader) -> Optional[str]:

@@ -106,18 +106,10 @@ def _uleb(b: bytes, i: int) -> Tuple[int, int]:
 
 
 def _sleb(b: bytes, i: int) -> Tuple[int, int]:
-    v = shift = 0
-    while True:
-        if i >= len(b):
-            raise ExprError("truncated LEB128")
-        c = b[i]
-        i += 1
-        v |= (c & 0x7f) << shift
-        shift += 7
-        if not c & 0x80:
-            if c & 0x40:
-                v -= 1 << shift
-            return v, i
+    v, j = _uleb(b, i)
+    if b[j - 1] & 0x40:                    # the last byte's sign bit extends the value
+        v -= 1 << (7 * (j - i))
+    return v, j
 
 
 _FIXED = {OP_CONST1U: ("<B", 1), OP_CONST1S: ("<b", 1), OP_CONST2U: ("<H", 2), OP_CONST2S: ("<h", 2),

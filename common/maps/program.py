@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..objfiles import is_system
 from ..target import FrameInfo, ObjFile, PtrSlot, ThreadInfo, TypeLayout, Variable
 from . import exprs
 from .exprs import Context, Loc
 from .files import FileMaps, load_file_maps
 from .globals import G_TLS
 
-SYSTEM_PREFIXES = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
 SIGTRAMP = ("__restore_rt", "<signal handler called>")
 MAX_ENTRY_DEPTH = 4          # callers searched for DW_OP_entry_value through call sites
 ReadFn = Callable[[int, int], bytes]
@@ -75,7 +75,7 @@ class ProgramMaps:
         files, msgs = [], []
         timing = {}
         for obj in objfiles:
-            if not obj.path.startswith("/") or (not system and obj.path.startswith(SYSTEM_PREFIXES)):
+            if not obj.path.startswith("/") or (not system and is_system(obj.path)):
                 continue
             fm = load_file_maps(obj.path, obj.build_id, use_cache=use_cache, cache_dir=cache_dir,
                                 debug_dirs=debug_dirs)
@@ -131,7 +131,7 @@ class ProgramMaps:
         addresses (link-time address + load bias)."""
         out = []
         for obj, fm in self.files:
-            if not include_system and obj.path.startswith(SYSTEM_PREFIXES):
+            if not include_system and is_system(obj.path):
                 continue
             gm = fm.globals
             for i in range(len(gm)):

@@ -26,9 +26,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..objfiles import is_system
 from ..target import Region, Target, Variable
 
-SYSTEM_PREFIXES = ("/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/")
 MAX_SCAN = 1 << 30           # bytes of non-heap memory scanned conservatively at most
 TLS_BELOW = 16 << 10         # bytes below a thread pointer scanned as static TLS
 TCB_SPAN = 4 << 10           # bytes at and above a thread pointer (struct pthread)
@@ -55,10 +55,6 @@ class RootSet:
     extra: List[ExtraRoot]
     stats: Dict[str, int] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
-
-
-def _is_system(path: str) -> bool:
-    return path.startswith(SYSTEM_PREFIXES)
 
 
 def _undescribed_objects(obj, described: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
@@ -288,7 +284,7 @@ def target_roots(target: Target, snaps=(), frames=None, globals_=None, stack: st
     scanned = 0
     for obj in objs:
         segs = writable_segments(obj)
-        covered = not conservative and not _is_system(obj.path) and _has_debug_info(obj)
+        covered = not conservative and not is_system(obj.path) and _has_debug_info(obj)
         if covered:
             precise_data += segs
             if described is not None:           # symbols the debug info says nothing about
@@ -302,7 +298,7 @@ def target_roots(target: Target, snaps=(), frames=None, globals_=None, stack: st
         segs = _subtract(segs, arenas)
         if segs:
             why = "" if conservative else (" (system library: its globals are not traced precisely)"
-                                           if _is_system(obj.path) else " (no debug info)")
+                                           if is_system(obj.path) else " (no debug info)")
             extra.append(ExtraRoot(f"data of {os.path.basename(obj.path)}{why}", "data", ranges=segs,
                                    interior=conservative))
             scanned += sum(b - a for a, b in segs)
