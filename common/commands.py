@@ -135,10 +135,22 @@ def run_heap_check(target: Target, args: Args, cache_key=None) -> Result:
 
 
 def _summary(s: HeapSnapshot) -> Dict[str, Any]:
-    return {"allocator": s.allocator, "version": s.meta.get("glibc_version"), "layout": s.meta.get("layout"),
+    return {"allocator": s.allocator, "version": _version(s), "layout": s.meta.get("layout"),
             "found_by": s.meta.get("found_by"), "arenas": len(s.arenas), "threads": len(s.threads),
             "chunks": len(s.index), "states": s.index.counts(), "walk_seconds": s.meta.get("total_seconds"),
             "unwalked_bytes": sum(b - a for a, b in s.unwalked)}
+
+
+def _version(s: HeapSnapshot) -> Optional[str]:
+    return s.meta.get("version") or s.meta.get("glibc_version")
+
+
+def _found_by_text(fb: Dict[str, str]) -> str:
+    """How the allocator's roots were found: glibc's headline root is main_arena; other
+    allocators name their few roots."""
+    if "main_arena" in fb:
+        return f"; main_arena: {fb['main_arena']}"
+    return "".join(f"; {k}: {v}" for k, v in list(fb.items())[:3])
 
 
 def _program_summary(view) -> Dict[str, Any]:
@@ -173,8 +185,7 @@ def _render_check(snaps, findings: List[Finding], summary, elapsed, view=None) -
         out.append(f"{s.allocator} {sm['version'] or ''} heap: {sm['chunks']:,} chunks in {sm['arenas']} arena(s), "
                    f"{sm['threads']} thread(s) — {st['allocated']:,} allocated, {st['free']:,} free, "
                    f"{st['cached']:,} cached, {st['mmapped']:,} mmapped  [{elapsed:.2f} s]")
-        fb = sm["found_by"] or {}
-        out.append(f"  layout: {sm['layout']}; main_arena: {fb.get('main_arena', '?')}")
+        out.append(f"  layout: {sm['layout']}" + _found_by_text(sm["found_by"] or {}))
         for n in s.notes:
             out.append(f"  note: {n}")
     if view is not None and view.stats.get("variables"):
@@ -353,7 +364,7 @@ def heap_stats(s: HeapSnapshot) -> Dict[str, Any]:
                        "threads": a.threads})
     mm = st == MMAPPED
     classes = []
-    small = size <= 1040
+    small = size <= int(s.meta.get("small_max", 1040))
     for csz in np.unique(size[small & (st != TOP) & ~mm]):
         m = size == csz
         classes.append(_class_row(f"{int(csz):#x}", m, st, size))
@@ -376,7 +387,7 @@ def heap_stats(s: HeapSnapshot) -> Dict[str, Any]:
                        "arena": s.arena_name(s.thread_arena.get(num))})
     in_use = int(size[st == 0].sum()) + int(size[mm].sum())
     system = sum(a.system_mem for a in s.arenas) + int(size[mm].sum())
-    return {"allocator": s.allocator, "version": s.meta.get("glibc_version"), "arenas": arenas,
+    return {"allocator": s.allocator, "version": _version(s), "arenas": arenas,
             "size_classes": classes, "mmapped": _agg(mm, size), "thread_caches": caches,
             "totals": {"system_bytes": system, "in_use_bytes": in_use,
                        "free_bytes": int(size[st == FREE].sum()), "cached_bytes": int(size[st == CACHED].sum()),

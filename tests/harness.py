@@ -60,15 +60,18 @@ def gdb_cmd(nodebug: bool) -> List[str]:
     return cmd + ["-iex", "set pagination off", "-iex", "set confirm off", "-x", GDBINIT]
 
 
-def run_live(exe: str, args=(), nodebug=False, gcore=True, extra=(), timeout=300, workdir=None) -> Run:
-    """Run exe under gdb to heaplens_checkpoint, probe, optionally gcore."""
+def run_live(exe: str, args=(), nodebug=False, gcore=True, extra=(), timeout=300, workdir=None,
+             preload: Optional[str] = None) -> Run:
+    """Run exe under gdb to heaplens_checkpoint, probe, optionally gcore. `preload`: a library
+    the program (not gdb) gets in LD_PRELOAD."""
     out = tempfile.mkdtemp(prefix="hl-", dir=workdir or RUNS)
     env = dict(os.environ, HL_OUT=out, HL_TRUTH=os.path.join(out, "truth.txt"),
                HEAPLENS_TRUTH=os.path.join(out, "truth.txt"), HL_EXTRA=";".join(extra))
     core = os.path.join(out, "core") if gcore else None
     if core:
         env["HL_GCORE"] = core
-    cmd = gdb_cmd(nodebug) + ["-ex", "break heaplens_checkpoint", "-ex", "run " + " ".join(args),
+    pre = ["-ex", f"set environment LD_PRELOAD={preload}"] if preload else []
+    cmd = gdb_cmd(nodebug) + pre + ["-ex", "break heaplens_checkpoint", "-ex", "run " + " ".join(args),
                               "-ex", f"source {PROBE}", "-ex", "kill", "--args", exe]
     return _finish(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout), out, core)
 

@@ -1,12 +1,18 @@
-"""Allocator walkers. Each module offers walk(target, reader) -> HeapSnapshot or raises its
-own Not<Allocator> exception with a sentence saying why it does not apply."""
+"""Allocator walkers. Each module in WALKERS offers walk(target, reader) -> HeapSnapshot, or raises
+a NotThisAllocator subclass with a sentence saying why it does not apply."""
 from __future__ import annotations
 
+import importlib
 from typing import List, Tuple
 
 from ..memcache import CachedReader
 from ..snapshot import HeapSnapshot
 from ..target import Target
+from .base import NotThisAllocator
+
+# Module names under common.allocators, in report order. A module that is missing (not written
+# yet in a checkout) is skipped.
+WALKERS = ("glibc", "jemalloc", "tcmalloc")
 
 
 class NoAllocator(Exception):
@@ -14,15 +20,22 @@ class NoAllocator(Exception):
 
 
 def walk_all(target: Target) -> Tuple[List[HeapSnapshot], List[str]]:
-    """Walk every allocator in use. Returns the snapshots and the reasons others were skipped."""
-    from . import glibc
-    from .glibc_locate import NotGlibc
+    """Walk every allocator in use. Returns the snapshots and the sentences about allocators that
+    are loaded but could not be walked (all reasons when none could)."""
     reader = CachedReader(target)
-    snaps, skipped = [], []
-    try:
-        snaps.append(glibc.walk(target, reader))
-    except NotGlibc as e:
-        skipped.append(str(e))
+    snaps: List[HeapSnapshot] = []
+    present, absent = [], []
+    for name in WALKERS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue
+            raise
+        try:
+            snaps.append(mod.walk(target, reader))
+        except NotThisAllocator as e:
+            (present if e.present else absent).append(str(e))
     if not snaps:
-        raise NoAllocator("; ".join(skipped) or "no supported allocator found")
-    return snaps, skipped
+        raise NoAllocator("; ".join(present + absent) or "no supported allocator found")
+    return snaps, present

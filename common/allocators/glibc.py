@@ -122,7 +122,7 @@ class _Walker(FreelistWalk, CrossChecks):
                 self.findings.append(Finding("metadata-corruption", "warning", None,
                                              f"{n - MAX_PER_CHECK} more findings of check '{check}' not listed",
                                              [], None, None, check))
-        meta = {"glibc_version": self.lay.version_str, "layout": self.lay.source,
+        meta = {"version": self.lay.version_str, "glibc_version": self.lay.version_str, "layout": self.lay.source,
                 "found_by": dict(self.roots.how), "main_arena": self.roots.main_arena,
                 "mp_": self.roots.mp, "libc": self.roots.libc.path,
                 "walk_seconds": round(t_walk - t0, 4), "total_seconds": round(t_end - t0, 4),
@@ -195,9 +195,10 @@ class _Walker(FreelistWalk, CrossChecks):
         if _u64(raw, lay.ms_top) == 0 and not any(raw[lay.ms_bins:lay.ms_bins + 254 * 8]):
             others = [o.path for o in self.t.objfiles()
                       if any(k in os.path.basename(o.path) for k in ("jemalloc", "tcmalloc", "mimalloc", "hoard"))]
-            why = (f"the program uses {', '.join(os.path.basename(p) for p in others)} instead, which heaplens "
-                   "does not walk yet" if others else "it has not allocated yet, or uses another allocator")
-            raise NotGlibc(f"glibc's malloc has never been used in this program (main_arena is uninitialised): {why}")
+            why = (f"the program uses {', '.join(os.path.basename(p) for p in others)} instead"
+                   if others else "it has not allocated yet, or uses another allocator")
+            raise NotGlibc(f"glibc's malloc has never been used in this program (main_arena is uninitialised): {why}",
+                           present=False)
 
     def _segments(self, a: Arena):
         lay, raw = self.lay, self.arena_raw[a.number]

@@ -22,13 +22,14 @@ import numpy as np
 from ..elfinfo import ElfInfo, elf_info
 from ..memcache import CachedReader
 from ..target import ObjFile, ReadError, Target
+from .base import NotThisAllocator
 from .glibc_layout import GlibcLayout, table_layout, with_debug_info
 
 _LIBC_NAME = re.compile(r"(^|/)libc(\.so\.6|-\d+\.\d+\.so)$")
 _VERSION = re.compile(rb"release version (\d+)\.(\d+)")
 
 
-class NotGlibc(Exception):
+class NotGlibc(NotThisAllocator):
     """glibc malloc is not in use or cannot be found; the message says what is missing."""
 
 
@@ -69,7 +70,7 @@ def locate(target: Target, reader: CachedReader) -> GlibcRoots:
         raise NotGlibc(target.warnings()[0] + "; with it went the list of loaded libraries, so glibc "
                        "cannot be located")
     if libc is None:
-        raise NotGlibc("no glibc (libc.so.6) is loaded in this program (statically linked, or "
+        raise NotGlibc(present=False, message="no glibc (libc.so.6) is loaded in this program (statically linked, or "
                        "another libc): glibc's heap cannot be located")
     info = elf_info(libc.path)
     notes: List[str] = []
