@@ -27,7 +27,10 @@ _ENTRY = {"free": "free", "cfree": "free", "__libc_free": "free", "__GI___libc_f
           "malloc": "malloc", "__libc_malloc": "malloc", "__GI___libc_malloc": "malloc",
           "realloc": "realloc", "__libc_realloc": "realloc", "__GI___libc_realloc": "realloc",
           "calloc": "calloc", "__libc_calloc": "calloc", "__GI___libc_calloc": "calloc",
-          "reallocarray": "realloc", "__libc_reallocarray": "realloc"}
+          "reallocarray": "realloc", "__libc_reallocarray": "realloc",
+          # jemalloc's own entry points (and a je_-prefixed build's names)
+          "dallocx": "free", "sdallocx": "free", "mallocx": "malloc", "rallocx": "realloc",
+          "je_free": "free", "je_malloc": "malloc", "je_realloc": "realloc", "je_calloc": "calloc"}
 _PTR_ARG = {"free": "mem", "realloc": "oldmem"}
 _CALL = re.compile(r"\b(free|cfree|realloc|reallocarray)\s*\(|\bdelete(\s*\[\s*\])?\s+")
 
