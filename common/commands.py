@@ -90,8 +90,9 @@ def _allocator_field(snaps: List[HeapSnapshot]):
     return names[0] if len(names) == 1 else names
 
 
-def _finish(command: str, args: Args, snaps, payload, text, fail=None) -> Result:
-    rep = make_report(command, _allocator_field(snaps), payload)
+def _finish(command: str, args: Args, snaps, payload, text, fail=None, target=None) -> Result:
+    io = target.io_stats() if target is not None else None     # remote targets: bytes over the link
+    rep = make_report(command, _allocator_field(snaps), dict(payload, target_io=io) if io else payload)
     res = Result(text, rep, fail)
     if args.json:
         if args.json == "-":
@@ -131,7 +132,7 @@ def run_heap_check(target: Target, args: Args, cache_key=None) -> Result:
         if worst:
             fail = (f"heap-check: {len(worst)} finding(s) of severity {args.fail_on} or worse "
                     f"(first: {worst[0].kind} at {_hex(worst[0].address)})")
-    return _finish("heap-check", args, snaps, payload, text, fail)
+    return _finish("heap-check", args, snaps, payload, text, fail, target)
 
 
 def _summary(s: HeapSnapshot) -> Dict[str, Any]:
@@ -150,7 +151,7 @@ def _found_by_text(fb: Dict[str, str]) -> str:
     allocators name their few roots."""
     if "main_arena" in fb:
         return f"; main_arena: {fb['main_arena']}"
-    return "".join(f"; {k}: {v}" for k, v in list(fb.items())[:3])
+    return "".join(f"; {k}: {v}" for k, v in list(fb.items())[:4] if k != "layout")
 
 
 def _program_summary(view) -> Dict[str, Any]:
@@ -230,7 +231,7 @@ class Pointer:
 def run_info_alloc(target: Target, ptr: Pointer, args: Args, cache_key=None) -> Result:
     snaps, _ = snapshots(target, cache_key)
     info = alloc_info(snaps, ptr)
-    return _finish("info alloc", args, snaps, info, _render_info(info))
+    return _finish("info alloc", args, snaps, info, _render_info(info), target=target)
 
 
 def alloc_info(snaps: List[HeapSnapshot], ptr: Pointer) -> Dict[str, Any]:
@@ -266,7 +267,7 @@ def _chunk_info(s: HeapSnapshot, i: int, ptr: Pointer, d: Dict[str, Any]) -> Dic
     if w >= 0:
         fl = s.lists[w]
         d["bin"] = fl.name
-        d["recency"] = int(idx.recency[i])
+        d["recency"] = int(idx.recency[i]) if fl.lifo else None
         if fl.thread is not None:
             d["thread"], d["tid"] = fl.thread, fl.tid
     warn = d["warnings"]
@@ -279,8 +280,8 @@ def _chunk_info(s: HeapSnapshot, i: int, ptr: Pointer, d: Dict[str, Any]) -> Dic
         warn.append(f"interior pointer: {off} bytes into the allocation")
     if state in (FREE, CACHED):
         rec = d["recency"]
-        when = "freed most recently" if rec == 0 else f"position {rec} of its list"
-        warn.append(f"this memory is free ({d['bin']}, {when}): using the pointer is a use-after-free")
+        when = "" if rec is None else (", freed most recently" if rec == 0 else f", position {rec} of its list")
+        warn.append(f"this memory is free ({d['bin']}{when}): using the pointer is a use-after-free")
     elif state == TOP:
         warn.append("the address is in the top chunk (never-allocated space)")
     if ptr.target_size:
@@ -310,7 +311,7 @@ def _render_info(d: Dict[str, Any]) -> str:
                 ["offset", str(d["offset"])],
                 ["arena", d["arena"] or "-"]]
         if d["recency"] is not None:
-            rows.append(["recency", f"{d['recency']} (0 = freed last)"])
+            rows.append(["recency", f"{d['recency']} (0 = freed last, reused first)"])
         tc = d["type_check"]
         if tc:
             rows.append(["type check", f"{tc['type']}: needs {tc['type_size']} B, {tc['room']} B available — "
@@ -337,7 +338,7 @@ def run_heap_stats(target: Target, args: Args, cache_key=None) -> Result:
     snaps, _ = snapshots(target, cache_key)
     stats = [heap_stats(s) for s in snaps]
     payload = {"target": target.describe(), "heaps": stats}
-    return _finish("heap-stats", args, snaps, payload, "".join(_render_stats(s) for s in stats))
+    return _finish("heap-stats", args, snaps, payload, "".join(_render_stats(s) for s in stats), target=target)
 
 
 def _agg(mask, sizes) -> Dict[str, int]:
@@ -400,19 +401,27 @@ def _class_row(label, m, st, size):
             "cached": int((m & (st == CACHED)).sum()), "bytes": int(size[m].sum())}
 
 
+_SEGMENTS = {"glibc": "heaps", "jemalloc": "extents", "tcmalloc": "spans"}   # what Arena.segments holds
+
+
 def _render_stats(h: Dict[str, Any]) -> str:
     out = [f"{h['allocator']} {h['version'] or ''} heap statistics"]
+    # glibc's arenas have heaps, a top chunk and coalesced free space (so fragmentation means
+    # something); slab allocators have extents/spans and per-class free regions instead
+    ptmalloc = h["allocator"] == "glibc"
     rows = [[a["arena"], fmt_size(a["system_mem"]), a["heaps"], f"{a['chunks']:,}",
              f"{a['allocated']['count']:,} / {fmt_size(a['allocated']['bytes'])}",
              f"{a['free']['count']:,} / {fmt_size(a['free']['bytes'])}",
-             f"{a['cached']['count']:,} / {fmt_size(a['cached']['bytes'])}", fmt_size(a["top"]),
-             f"{a['fragmentation'] * 100:.0f}%", ",".join(map(str, a["threads"])) or "-"]
+             f"{a['cached']['count']:,} / {fmt_size(a['cached']['bytes'])}"]
+            + ([fmt_size(a["top"]), f"{a['fragmentation'] * 100:.0f}%"] if ptmalloc else [])
+            + [",".join(map(str, a["threads"])) or "-"]
             for a in h["arenas"]]
-    out.append(table(rows, ["arena", "system", "heaps", "chunks", "allocated", "free", "cached", "top",
-                            "frag", "threads"]))
+    out.append(table(rows, ["arena", "system", _SEGMENTS.get(h["allocator"], "segments"), "chunks", "allocated",
+                            "free", "cached"] + (["top", "frag"] if ptmalloc else []) + ["threads"]))
     t = h["totals"]
-    out.append(f"mmapped: {h['mmapped']['count']} chunk(s), {fmt_size(h['mmapped']['bytes'])}; "
-               f"system memory {fmt_size(t['system_bytes'])}, in use {fmt_size(t['in_use_bytes'])}, "
+    mm = (f"mmapped: {h['mmapped']['count']} chunk(s), {fmt_size(h['mmapped']['bytes'])}; "
+          if ptmalloc or h["mmapped"]["count"] else "")
+    out.append(f"{mm}system memory {fmt_size(t['system_bytes'])}, in use {fmt_size(t['in_use_bytes'])}, "
                f"free {fmt_size(t['free_bytes'])}, cached {fmt_size(t['cached_bytes'])}")
     rows = sorted(h["size_classes"], key=lambda c: -c["bytes"])[:20]
     out.append("size classes (top 20 by bytes):")
@@ -481,7 +490,7 @@ def run_heap_frames(target: Target, args: Args, cache_key=None) -> Result:
     payload = {"target": target.describe(), "threads": threads, "findings": [f.to_json() for f in
                                                                                sort_findings(view.findings)],
                "notes": view.notes}
-    return _finish("heap-frames", args, snaps, payload, "\n".join(lines) + "\n")
+    return _finish("heap-frames", args, snaps, payload, "\n".join(lines) + "\n", target=target)
 
 
 # --- scripting: one pointer's state, for $heap_state() and friends ------------------------------

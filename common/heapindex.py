@@ -25,6 +25,13 @@ class FreeList:
     tid: Optional[int] = None
     lifo: bool = True          # position 0 is the most recently freed
 
+    def recency_text(self, position: int) -> str:
+        """How recently a chunk at `position` was freed, in words; '' where the list has no
+        order (a slab bitmap, a set of free extents)."""
+        if not self.lifo or position < 0:
+            return ""
+        return "freed last" if position == 0 else f"position {position} of its list"
+
 
 @dataclass
 class Arena:

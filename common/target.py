@@ -155,6 +155,13 @@ class Target:
 
     #: "live", "core" or "remote": how memory is reached (reported, and chooses read strategy)
     kind: str = "live"
+    #: True when every byte read crosses a slow link (a remote target): readers then fetch
+    #: only what they need (small cache blocks, headers instead of whole pages) at the cost
+    #: of more, smaller requests
+    slow_link: bool = False
+    #: True when regions() is only what the debugger knows without the real mappings (a remote
+    #: stub that cannot give them): the loaded files, not the heaps, stacks or mmapped memory
+    regions_partial: bool = False
     pointer_size: int = 8
     byteorder: str = "little"
 
@@ -223,6 +230,11 @@ class Target:
                         return text.rstrip("\n")
         except OSError:
             return None
+        return None
+
+    def io_stats(self) -> Optional[Dict[str, int]]:
+        """Memory traffic to a remote target ({"bytes_read", "reads"} since this Target was made),
+        reported with every command; None where memory is local (a process here, a core)."""
         return None
 
     def warnings(self) -> List[str]:

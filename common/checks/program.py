@@ -77,9 +77,8 @@ def annotate(w: Optional[Where]) -> str:
         idx = w.snap.index
         wh = int(idx.where[w.index])
         fl = w.snap.lists[wh] if wh >= 0 else None
-        rec = int(idx.recency[w.index])
-        when = "freed last" if rec == 0 else f"position {rec}"
-        return f"[{w.state_name}: {fl.name if fl else '?'}, {size}{inside}, {when}]"
+        when = fl.recency_text(int(idx.recency[w.index])) if fl else ""
+        return f"[{w.state_name}: {fl.name if fl else '?'}, {size}{inside}" + (f", {when}]" if when else "]")
     if w.state == TOP:
         return "[in the top chunk: never allocated, or freed and merged into top]"
     return f"[{w.state_name}, {size}{inside}]"

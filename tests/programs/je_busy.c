@@ -95,8 +95,10 @@ static void run(int id)
     pthread_barrier_wait(&handoff);
     struct part *prev = &parts[(id + NPART - 1) % NPART];
     for (k = 0; k < NHAND; k++)
-        if (prev->hand[k])
+        if (prev->hand[k]) {
             free(prev->hand[k]);
+            prev->hand[k] = NULL;      /* a clean program: no dangling pointer left behind */
+        }
     size_t held = 0;
     for (size_t i = 0; i < nslots; i++)
         if (me->ptr[i] && held++ % 4 == 0) {
