@@ -54,7 +54,7 @@ def run_heap_leaks(target: Target, args: Args, cache_key=None) -> Result:
     rep["findings"] = rep.get("findings", []) + stale
     rep["seconds"] = round(time.perf_counter() - t0, 3)
     payload = {"target": target.describe(), **rep}
-    return _finish("heap-leaks", args, snaps, payload, _render_leaks(rep, stale))
+    return _finish("heap-leaks", args, snaps, payload, _render_leaks(rep, stale), target=target)
 
 
 def _render_leaks(rep: Dict[str, Any], stale: List[dict]) -> str:
@@ -125,7 +125,7 @@ def run_heap_trace(target: Target, args: Args, cache_key=None) -> Result:
     payload = {"target": target.describe(), "graph": data}
     text = (f"pointer graph: {len(data.get('nodes', [])):,} nodes, {len(data.get('edges', [])):,} edges"
             + (f" around {args.options.get('around')} (depth {depth})" if around is not None else "") + "\n")
-    res = _finish("heap-trace", args, snaps, payload, text)
+    res = _finish("heap-trace", args, snaps, payload, text, target=target)
     dot = args.options.get("dot")
     if dot:
         try:
@@ -143,7 +143,7 @@ def run_heap_why(target: Target, ptr: Pointer, args: Args, cache_key=None) -> Re
     snaps, g, rs, _ = _graphs(target, cache_key, False)
     w = why(g, ptr.address)
     payload = {"target": target.describe(), "expression": ptr.expr, **w}
-    return _finish("heap-why", args, snaps, payload, _render_why(ptr, w))
+    return _finish("heap-why", args, snaps, payload, _render_why(ptr, w), target=target)
 
 
 def _render_why(ptr: Pointer, w: Dict[str, Any]) -> str:

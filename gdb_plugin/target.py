@@ -3,6 +3,10 @@
 Memory: a live local process is read through /proc/PID/mem (faster than gdb's own path, and
 bulk); a core file through its mmap (common.elfcore); anything else through
 Inferior.read_memory. Symbols and struct layouts come from gdb's debug info.
+
+A remote target (gdbserver, a stub) is never read through this machine's /proc: a process with
+the same pid here is another process. Its memory goes over the remote protocol, counted
+(io_stats), and its mappings come from gdb (`info proc mappings`, which gdbserver serves).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import gdb  # noqa: F401  (only the adapters import gdb)
 
 from common.elfcore import CoreFile
 from common.localmem import LocalMemory
+from common.memcache import RangeCache
 from common.objfiles import objfiles_from_regions
 from . import program
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
@@ -46,6 +51,7 @@ class GdbTarget(LocalMemory, Target):
         ctype = getattr(conn, "type", None) if conn is not None else None
         self.core: Optional[CoreFile] = None
         self._mem = None
+        self._range_cache: Optional[RangeCache] = None
         if ctype == "core" or (ctype is None and self._core_path()):
             self.kind = "core"
             path = self._core_path()
@@ -62,7 +68,13 @@ class GdbTarget(LocalMemory, Target):
                 self._mem = None
         else:
             self.kind = "remote"
+            # read sparingly over the link; HEAPLENS_SLOW_LINK=0 reads as for a local process
+            self.slow_link = os.environ.get("HEAPLENS_SLOW_LINK", "1") != "0"
+            if self.slow_link:                      # fetch each byte once per stop
+                self._range_cache = RangeCache(self._remote_read, _range_cache_bytes())
+        self._io_reads = self._io_bytes = 0
         self._regions: Optional[List[Region]] = None
+        self._region_warning: Optional[str] = None
         self._objs: Optional[List[ObjFile]] = None
 
     @staticmethod
@@ -83,20 +95,82 @@ class GdbTarget(LocalMemory, Target):
     def read(self, addr: int, size: int) -> bytes:
         if size <= 0:
             return b""
+        if self.kind == "remote":
+            if self._range_cache is not None:
+                return self._range_cache.read(addr, size)
+            return self._remote_read(addr, size)
         data = self.fast_read(addr, size)
         if data is not None:
             return data
+        return self._gdb_read(addr, size)
+
+    def _gdb_read(self, addr: int, size: int) -> bytes:
         try:
             return bytes(self.inf.read_memory(addr, size))
         except (gdb.error, gdb.MemoryError, OverflowError, ValueError) as e:
             raise ReadError(addr, size, str(e)) from None
 
+    def _remote_read(self, addr: int, size: int) -> bytes:
+        self._io_reads += 1                          # every byte crosses the link: count them
+        self._io_bytes += size
+        return self._gdb_read(addr, size)
+
+    def io_stats(self):
+        if self.kind != "remote":
+            return None
+        return {"bytes_read": self._io_bytes, "reads": self._io_reads}
+
+    def threadsafe_reader(self):
+        return None if self.kind == "remote" else super().threadsafe_reader()
+
     def regions(self) -> List[Region]:
         if self._regions is None:
-            self._regions = self.local_regions(self.inf.pid if self.kind == "live" else None)
+            if self.kind != "remote":
+                self._regions = self.local_regions(self.inf.pid if self.kind == "live" else None)
             if self._regions is None:
                 self._regions = self._gdb_mappings()
+            if not self._regions and self.kind == "remote":
+                self._regions = self._section_regions()
+                self.regions_partial = True
+                self._region_warning = (
+                    "the remote target gives no memory mappings (`info proc mappings` failed): only the "
+                    "loaded files' sections are known, so heaps, stacks and mmapped chunks outside them "
+                    "may be missed or misreported")
         return self._regions
+
+    def _section_regions(self) -> List[Region]:
+        """What gdb knows without mappings: each loaded file's load bias (from one of its
+        sections in `info files`) and so its PT_LOAD segments, as the mappings would show them."""
+        from common.elfinfo import elf_info
+        try:
+            text = gdb.execute("info files", to_string=True)
+            main = _local_name(gdb.current_progspace().filename or "")
+        except gdb.error:
+            return []
+        bias = {}
+        for m in re.finditer(r"^\s*(0x[0-9a-f]+) - 0x[0-9a-f]+ is (\S+)(?: in (\S+))?$", text, re.M):
+            path = _local_name(m.group(3) or main)
+            if path and path not in bias:
+                info = elf_info(path)
+                rng = info.section_range(m.group(2)) if info is not None else None
+                bias[path] = (int(m.group(1), 16) - rng[0]) if rng else None
+        out = []
+        for path, base in bias.items():
+            info = elf_info(path) if base is not None else None
+            if info is None:
+                continue
+            try:
+                segs = [g for g in info.elf.iter_segments() if g["p_type"] == "PT_LOAD"]
+            except Exception:                       # an odd file: leave it out, not the report
+                continue
+            for seg in segs:
+                lo = (base + seg["p_vaddr"]) & ~0xFFF
+                hi = (base + seg["p_vaddr"] + seg["p_memsz"] + 0xFFF) & ~0xFFF
+                fl = seg["p_flags"]
+                perms = ("r" if fl & 4 else "-") + ("w" if fl & 2 else "-") + ("x" if fl & 1 else "-") + "p"
+                out.append(Region(lo, hi, perms, path, seg["p_offset"] & ~0xFFF))
+        out.sort(key=lambda r: r.start)
+        return out
 
     def _gdb_mappings(self) -> List[Region]:
         try:
@@ -172,7 +246,7 @@ class GdbTarget(LocalMemory, Target):
                 try:
                     obj = sym.symtab.objfile if sym.symtab else None
                     obj = getattr(obj, "owner", None) or obj      # separate debug file -> the library
-                    of = obj.filename if obj else ""
+                    of = _local_name(obj.filename) if obj else ""
                     if of and os.path.realpath(of) != os.path.realpath(objfile_hint):
                         continue
                 except (gdb.error, AttributeError):
@@ -195,7 +269,12 @@ class GdbTarget(LocalMemory, Target):
             return None
 
     def warnings(self):
-        return self.core.warnings if self.core is not None else []
+        if self.core is not None:
+            return self.core.warnings
+        if self.kind == "remote":
+            self.regions()
+            return [self._region_warning] if self._region_warning else []
+        return []
 
     # --- program state --------------------------------------------------------------------
     def frames(self, max_frames: int = 64, variables: bool = True, registers: bool = False):
@@ -223,6 +302,24 @@ class GdbTarget(LocalMemory, Target):
         if self.kind == "core":
             return f"core file {self.core.path if self.core else '?'}"
         return f"{self.kind} process {self.inf.pid}"
+
+
+def _range_cache_bytes() -> int:
+    """How much of a remote target's memory to keep for the stop: 512 MiB, at most a quarter of
+    the free memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return min(512 << 20, int(line.split()[1]) * 1024 // 4)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 256 << 20
+
+
+def _local_name(path: str) -> str:
+    """A file gdb fetched from a remote target is named 'target:/path'; the mappings say '/path'."""
+    return path[len("target:"):] if path.startswith("target:") else path
 
 
 _connect_events()

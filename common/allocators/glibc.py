@@ -33,7 +33,7 @@ from .glibc_checks import CrossChecks
 from .glibc_freelists import FreelistWalk
 from .glibc_locate import GlibcRoots, NotGlibc, choose_tls_slot, locate
 
-from .glibc_shared import (MAX_ARENAS, MAX_PER_CHECK, RESYNC_SCAN, WINDOW, _M64)  # noqa: E402
+from .glibc_shared import (MAX_ARENAS, MAX_PER_CHECK, RESYNC_SCAN, SLOW_WINDOW, WINDOW, _M64)  # noqa: E402
 
 
 def walk(target: Target, reader: Optional[CachedReader] = None) -> HeapSnapshot:
@@ -65,6 +65,7 @@ class _Walker(FreelistWalk, CrossChecks):
         self.gaps: List[tuple] = []       # (start, end, seg) not parsed yet
         self.unwalked: List[tuple] = []
         self._top_addrs: set = set()
+        self.nextsize: Dict[int, tuple] = {}   # chunk -> (fd_nextsize, bk_nextsize), slow links only
 
     # --- findings ----------------------------------------------------------------------------
     def find(self, kind, severity, chunk_addr, message, evidence=(), check="", state=None):
@@ -212,6 +213,11 @@ class _Walker(FreelistWalk, CrossChecks):
             return
         if a.number == 0:
             reg = self.region_of(top)
+            if reg is None and getattr(self.t, "regions_partial", False) and self.sbrk_base and a.system_mem:
+                # no mappings from the target: the contiguous main heap is what glibc says it is
+                reg = Region(self.sbrk_base & ~0xFFF, (self.sbrk_base + a.system_mem + 0xFFF) & ~0xFFF,
+                             "rw-p", "[heap]")
+                reg = reg if reg.contains(top) else None
             if reg is None:
                 self.corrupt(None, f"main_arena.top = {top:#x} is not in any mapping", [], "top")
                 return
@@ -280,7 +286,7 @@ class _Walker(FreelistWalk, CrossChecks):
                     return
                 q = memoryview(buf).cast("Q")
                 nq = len(q)
-                wend = min(hi, wstart + WINDOW)
+                wend = min(hi, wstart + windows.size)
                 lim = (wend - wstart) >> 3
                 total = (hi - wstart) >> 3
                 topi = (top - wstart) >> 3 if top is not None and pos <= top < wend else -1
@@ -307,6 +313,8 @@ class _Walker(FreelistWalk, CrossChecks):
                     self.parts.append((starts, arr[idx], arr[idx + 1], arr[idx + 2], arr[idx + 3],
                                        np.full(len(idx), seg.arena, dtype=np.int16)))
                     last = int(starts[-1])
+                    if windows.slow:                        # keep what _check_nextsize would re-read
+                        self._keep_nextsize(arr, idx, starts)
                 here = wstart + 8 * i
                 if bad:
                     sw = q[i + 1]
@@ -325,6 +333,15 @@ class _Walker(FreelistWalk, CrossChecks):
             windows.close()
         if top is not None and top >= lo:
             self._missed_top(seg, lo, pos, last)
+
+    def _keep_nextsize(self, arr, idx, starts):
+        """fd_nextsize/bk_nextsize (words 4-5) of every chunk large enough for a large bin, from
+        the window in hand: over a slow link re-reading them later costs a round trip each."""
+        large = np.uint64(L.NSMALLBINS * L.MALLOC_ALIGNMENT)
+        big = np.nonzero(((arr[idx + 1] & np.uint64(~L.SIZE_BITS & _M64)) >= large) & (idx + 5 < len(arr)))[0]
+        if big.size:
+            j = idx[big]
+            self.nextsize.update(zip(starts[big].tolist(), zip(arr[j + 4].tolist(), arr[j + 5].tolist())))
 
     def _missed_top(self, seg, lo, here, last):
         top = seg.top
@@ -551,12 +568,18 @@ class _Walker(FreelistWalk, CrossChecks):
 class _Windows:
     """Fixed WINDOW-sized bulk reads of [lo, hi) (plus 64 bytes of overlap so a chunk starting
     near a window's end has its header in it); the next window is prefetched on a worker thread
-    when the target has a thread-safe reader, so reading overlaps parsing."""
+    when the target has a thread-safe reader, so reading overlaps parsing.
+
+    Over a slow link (target.slow_link) each window is SLOW_WINDOW bytes read from the chunk the
+    walk is at: a chunk that runs past a window's end is skipped, not read, so large chunks cost
+    their header, not their bytes."""
 
     def __init__(self, target: Target, lo: int, hi: int, pool):
         self.t, self.lo, self.hi, self.pool = target, lo, hi, pool
         self.fast = target.threadsafe_reader() if pool is not None else None
         self.pending = None                        # (window number, future)
+        self.slow = bool(getattr(target, "slow_link", False))
+        self.size = SLOW_WINDOW if self.slow else WINDOW
 
     def _span(self, k: int):
         a = self.lo + k * WINDOW
@@ -572,6 +595,8 @@ class _Windows:
         return self.t.read(a, n)                   # main thread: the debugger's own path
 
     def get(self, pos: int):
+        if self.slow:
+            return pos, self.t.read(pos, min(self.hi, pos + SLOW_WINDOW + 64) - pos)
         k = (pos - self.lo) // WINDOW
         buf = None
         if self.pending is not None:

@@ -4,6 +4,7 @@ found by structure. A mixin of common.allocators.glibc._Walker.
 """
 from __future__ import annotations
 
+import struct
 from typing import List, Tuple
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from ..heapindex import TOP, STATE_NAMES
 from ..target import ReadError
 from . import glibc_layout as L
-from .glibc_shared import _BINNED, _M64, MMAP_BLOCK, MMAP_SCAN_MAX
+from .glibc_shared import _BINNED, _M64, MMAP_BLOCK, MMAP_SCAN_MAX, MMAP_SLOW_PROBES
 
 
 def _sname(code) -> str:
@@ -83,20 +84,34 @@ class CrossChecks:
         (mp_.n_mmaps). Each starts a page with prev_size 0 and a page-multiple size with
         IS_MMAPPED set. Anonymous writable mappings outside the heaps are scanned at every page
         start (the kernel merges neighbouring mappings, so chunks need not start a mapping),
-        in bulk blocks, skipping over chunks found; the scan stops when the count is reached."""
+        in bulk blocks, skipping over chunks found; the scan stops when the count is reached.
+        Over a slow link only the page headers are read (_mmapped_sparse)."""
         mask = ~(self.lay.heap_max_size - 1)
         reserved = [(a.address & mask, (a.address & mask) + self.lay.heap_max_size)
                     for a in self.arenas[1:]] + [(s.lo, s.hi) for s in self.segs]
         want = self.n_mmaps if self.n_mmaps is not None and self.n_mmaps >= 0 else None
+        regions = [reg for reg in self.regions
+                   if reg.readable and reg.writable and reg.anonymous and reg.in_snapshot and reg.path != "[heap]"
+                   and not any(lo < reg.end and reg.start < hi for lo, hi in reserved)]
+        if getattr(self.t, "slow_link", False):
+            out, scanned, limit = self._mmapped_sparse(regions, want)
+        else:
+            out, scanned, limit = self._mmapped_bulk(regions, want), 0, 0
+        if limit:
+            self.notes.append(f"stopped looking for mmapped chunks after {limit >> 20} MiB of "
+                              "anonymous memory")
+        if want is not None and len(out) != want:
+            self.notes.append(f"found {len(out)} mmapped chunks; glibc counts {want} (mp_.n_mmaps)"
+                              + (": the others are in memory the snapshot lacks, or were allocated with "
+                                 "an alignment (memalign) this scan does not follow" if len(out) < want else ""))
+        return sorted(out)
+
+    def _mmapped_bulk(self, regions, want) -> List[Tuple[int, int]]:
         out: List[Tuple[int, int]] = []
         scanned = 0
-        for reg in self.regions:
+        for reg in regions:
             if want is not None and len(out) >= want:
                 break
-            if not (reg.readable and reg.writable and reg.anonymous and reg.in_snapshot) or reg.path == "[heap]":
-                continue
-            if any(lo < reg.end and reg.start < hi for lo, hi in reserved):
-                continue
             a = reg.start
             while a < reg.end and scanned < MMAP_SCAN_MAX and (want is None or len(out) < want):
                 end = min(reg.end, a + MMAP_BLOCK)
@@ -122,8 +137,58 @@ class CrossChecks:
         if scanned >= MMAP_SCAN_MAX:
             self.notes.append(f"stopped looking for mmapped chunks after {MMAP_SCAN_MAX >> 20} MiB of "
                               "anonymous memory")
-        if want is not None and len(out) != want:
-            self.notes.append(f"found {len(out)} mmapped chunks; glibc counts {want} (mp_.n_mmaps)"
-                              + (": the others are in memory the snapshot lacks, or were allocated with "
-                                 "an alignment (memalign) this scan does not follow" if len(out) < want else ""))
         return out
+
+    def _mmapped_sparse(self, regions, want):
+        """The same search reading 16 bytes per page instead of every byte (a remote target).
+        Pass 1 reads the header at the start of each mapping and follows a chain of chunks from
+        there (a chunk is usually its own mapping, or merged after another chunk); pass 2, only
+        if the count is still short, reads the header of every remaining page, thread stacks (the
+        mappings holding a thread pointer) last. Returns (chunks, pages probed, bytes scanned
+        when the probe limit stopped it, else 0)."""
+        out: List[Tuple[int, int]] = []
+        done: List[Tuple[int, int]] = []          # spans already probed, per region (pass 1)
+        probes = 0
+
+        def header(p):
+            try:
+                prev, sw = struct.unpack("<QQ", self.t.read(p, 16))
+            except ReadError:
+                return None
+            s = sw & ~L.SIZE_BITS & _M64
+            if prev == 0 and sw & L.IS_MMAPPED and not sw & L.NON_MAIN_ARENA and s >= 4096 and not s & 0xFFF:
+                return s
+            return None
+
+        def full():
+            return want is not None and len(out) >= want
+
+        for reg in regions:                        # pass 1: mapping starts and their chains
+            p = reg.start
+            while p < reg.end and not full() and probes < MMAP_SLOW_PROBES:
+                probes += 1
+                s = header(p)
+                if s is None or p + s > reg.end:
+                    break
+                out.append((p, s))
+                p += s
+            done.append((reg.start, p + 4096 if p < reg.end else p))
+            if full():
+                return out, probes, 0
+        tps = [t.fs_base for t in self.threads if t.fs_base]
+        stack = [any(reg.contains(tp) for tp in tps) for reg in regions]
+        order = sorted(range(len(regions)), key=lambda k: stack[k])   # thread stacks last: rarely merged
+        for reg, a in ((regions[k], done[k][1]) for k in order):      # pass 2: every other page
+            while a < reg.end and not full():
+                if probes >= MMAP_SLOW_PROBES:
+                    return out, probes, MMAP_SLOW_PROBES * 4096
+                probes += 1
+                s = header(a)
+                if s is not None and a + s <= reg.end:
+                    out.append((a, s))
+                    a += s
+                else:
+                    a += 4096
+            if full():
+                break
+        return out, probes, 0

@@ -245,16 +245,17 @@ class FreelistWalk:
         size's first (fd_nextsize) and back (bk_nextsize); glibc: 'largebin double linked list
         corrupted (nextsize)'."""
         firsts = []
+        kept = self.nextsize                                   # read during the walk (slow links)
         for p in addrs.tolist():
             try:
-                fdn, bkn = self.r.words(p + 32, 2)
+                fdn, bkn = kept.get(p) or self.r.words(p + 32, 2)
             except ReadError:
                 return
             if fdn or bkn:
                 firsts.append((p, fdn, bkn))
         heads = {p for p, _, _ in firsts}
         for p, fdn, bkn in firsts[:MAX_PER_CHECK]:
-            back = self.r.try_u64(fdn + 40) if fdn in heads else None
+            back = (kept[fdn][1] if fdn in kept else self.r.try_u64(fdn + 40)) if fdn in heads else None
             if fdn not in heads or back != p:
                 self.corrupt(p, f"{nm}: chunk {p:#x}'s fd_nextsize {fdn:#x} " + (
                     "is not the first chunk of another size in this bin" if fdn not in heads else

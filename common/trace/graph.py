@@ -34,7 +34,7 @@ import numpy as np
 
 from ..target import ReadError, Variable
 from .chunks import Chunks
-from .image import HeapImage, merge_ranges
+from .image import GAP, SLOW_GAP, HeapImage, merge_ranges
 from .roots import ExtraRoot
 from .types import CHAR, CType, SlotGroup, TypeTable
 
@@ -187,7 +187,8 @@ class _Builder:
         ch = self.ch
         objs = np.nonzero(ch.obj)[0]
         kw = {} if budget is None else {"budget": budget}
-        ranges = merge_ranges(ch.user[objs], ch.end[objs])
+        slow = getattr(self.target, "slow_link", False)     # read fewer free bytes, in more requests
+        ranges = merge_ranges(ch.user[objs], ch.end[objs], SLOW_GAP if slow else GAP)
         t = time.perf_counter()
         self.img = HeapImage(self.target, ranges, **kw)
         self.stats["read_seconds"] = round(time.perf_counter() - t, 4)

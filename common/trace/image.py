@@ -17,6 +17,8 @@ from ..target import ReadError
 U64 = np.uint64
 WINDOW = 16 << 20            # bytes per bulk read
 GAP = 64 << 10               # regions closer than this are read as one range
+SLOW_GAP = 1 << 10           # the same over a slow link (target.slow_link): a gap skipped costs about one
+                             # round trip (~9 KiB with gdbserver), a gap read costs its bytes
 DEFAULT_BUDGET = 2 << 30     # bytes of heap held at most (and at most half the free memory)
 
 
