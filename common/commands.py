@@ -245,7 +245,7 @@ def alloc_info(snaps: List[HeapSnapshot], ptr: Pointer) -> Dict[str, Any]:
             if any(a <= addr < b for a, b in s.unwalked):
                 base["state"] = "unknown"
                 base["warnings"].append("the address is in a part of the heap that could not be walked "
-                                        "(corrupt chunk headers before it)")
+                                        "(corrupt allocator metadata, or memory missing from the snapshot)")
             continue
         return _chunk_info(s, i, ptr, base)
     if base["state"] == "not-heap":
@@ -429,7 +429,7 @@ def _render_stats(h: Dict[str, Any]) -> str:
                      ["chunk size", "allocated", "free", "cached", "bytes"]))
     if h["thread_caches"]:
         out.append(table([[c["thread"], c["tid"], _hex(c["address"]), c["chunks"], c["arena"]]
-                          for c in h["thread_caches"]], ["thread", "LWP", "tcache", "cached chunks", "arena"]))
+                          for c in h["thread_caches"]], ["thread", "LWP", "thread cache", "cached chunks", "arena"]))
     return "\n".join(out) + "\n"
 
 

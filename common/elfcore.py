@@ -1,17 +1,21 @@
 """A reader for ELF core files (gcore's or the kernel's), with no debugger.
 
 Gives the mappings (PT_LOAD, named by the NT_FILE note), per-thread registers (NT_PRSTATUS:
-tid, fs_base, rip, rsp) and memory through mmap. Pages a core left out (gcore skips
-read-only file-backed pages) are read from the mapped file on disk when it is there.
+tid, the pending signal, all general registers with fs_base), each thread's NT_SIGINFO (signal,
+fault address), the auxiliary vector (NT_AUXV), the process name (NT_PRPSINFO) and memory
+through pread. Pages a core left out (gcore and the kernel skip read-only file-backed pages) are
+read from the mapped file on disk when it is there; `path_map` redirects a mapped file's path
+(the CLI's --exe) for those reads and for the names regions() gives.
 """
 from __future__ import annotations
 
 import bisect
+import functools
 import mmap
 import os
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .target import ReadError, Region, TargetError
 
@@ -22,20 +26,60 @@ class MissingFromCore(ReadError):
     """The core describes these bytes but does not hold them, and no file has their real
     contents (writable memory of a truncated core). Nobody may substitute the file's bytes."""
 
-NT_PRSTATUS, NT_FILE = 1, 0x46494C45
+NT_PRSTATUS, NT_PRPSINFO, NT_AUXV, NT_SIGINFO, NT_FILE = 1, 3, 6, 0x53494749, 0x46494C45
+AT_PHDR, AT_ENTRY, AT_EXECFN = 3, 9, 31
+MAX_AUXV = 512                          # entries read from NT_AUXV
+MAX_FILE_ONLY = 1 << 16                 # NT_FILE entries considered for segment-less mappings
 # x86-64 user_regs_struct order inside elf_prstatus.pr_reg (offset 112)
 _REGS = ("r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags "
          "rsp ss fs_base gs_base ds es fs gs").split()
 
 
-@dataclass(frozen=True)
+@dataclass
 class CoreThread:
     tid: int
     regs: Dict[str, int]
+    cursig: int = 0                     # pr_cursig: the signal the thread stopped with (0: none)
+    siginfo: Optional[Tuple[int, int, int]] = None   # NT_SIGINFO: (si_signo, si_code, si_addr)
 
     @property
     def fs_base(self) -> int:
         return self.regs.get("fs_base", 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _phdrs(path: str, mtime: float) -> Tuple[Tuple[int, int, int], ...]:
+    """(p_offset, p_filesz, p_flags) of the PT_LOAD segments of an ELF file."""
+    out = []
+    try:
+        with open(path, "rb") as f:
+            hdr = f.read(64)
+            if len(hdr) < 64 or hdr[:4] != b"\x7fELF" or hdr[4] != 2:
+                return ()
+            phoff, = struct.unpack_from("<Q", hdr, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", hdr, 0x36)
+            f.seek(phoff)
+            raw = f.read(phentsize * min(phnum, 256))
+        for i in range(len(raw) // max(phentsize, 56)):
+            typ, flags, off, _va, _pa, filesz, _memsz, _al = struct.unpack_from("<IIQQQQQQ", raw, i * phentsize)
+            if typ == PT_LOAD:
+                out.append((off & ~0xFFF, filesz + (off & 0xFFF), flags))
+    except (OSError, struct.error):
+        return ()
+    return tuple(out)
+
+
+def _file_segment_flags(path: str, offset: int) -> int:
+    """p_flags of the file's PT_LOAD segment holding file offset `offset` (4 = read only when
+    the file cannot tell: an unknown mapping is never trusted as writable memory)."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return 4
+    for off, size, flags in _phdrs(path, mtime):
+        if off <= offset < off + size:
+            return flags
+    return 4
 
 
 class CoreFile:
@@ -58,7 +102,13 @@ class CoreFile:
         self.segments: List[Tuple[int, int, int, int, int]] = []   # vaddr, memsz, off, filesz, flags
         self.files: List[Tuple[int, int, int, str]] = []           # start, end, file offset, path
         self.threads: List[CoreThread] = []
+        self.auxv: Dict[int, int] = {}
+        self.process_name = ""                                     # NT_PRPSINFO pr_fname
+        self.process_args = ""                                     # pr_psargs (first 80 bytes)
+        self.path_map: Dict[str, str] = {}                         # mapped file -> file to read instead (set_path_map)
+        self._file_only: Optional[List[Tuple[int, int, int, str, int]]] = None
         self.truncated = False
+        self._cut: set = set()                                     # vaddr of segments the truncation cut
         self.missing_bytes = 0
         for i in range(min(phnum, 1 << 16)):
             o = phoff + i * phentsize
@@ -69,6 +119,7 @@ class CoreFile:
             if p_type == PT_LOAD:
                 if p_off + p_filesz > self._size:
                     self.truncated = True
+                    self._cut.add(p_vaddr)
                     self.missing_bytes += p_off + p_filesz - max(self._size, p_off)
                     p_filesz = max(0, self._size - p_off)
                 self.segments.append((p_vaddr, p_memsz, p_off, p_filesz, p_flags))
@@ -86,9 +137,23 @@ class CoreFile:
             if nxt > end:
                 break
             if ntype == NT_PRSTATUS and descsz >= 112 + 27 * 8:
+                cursig, = struct.unpack_from("<h", mm, desc + 12)
                 tid, = struct.unpack_from("<i", mm, desc + 32)
                 regs = dict(zip(_REGS, struct.unpack_from("<27Q", mm, desc + 112)))
-                self.threads.append(CoreThread(tid, regs))
+                self.threads.append(CoreThread(tid, regs, cursig))
+            elif ntype == NT_SIGINFO and descsz >= 24 and self.threads:
+                signo, _errno, code = struct.unpack_from("<iii", mm, desc)
+                addr, = struct.unpack_from("<Q", mm, desc + 16)
+                self.threads[-1].siginfo = (signo, code, addr)     # follows its thread's NT_PRSTATUS
+            elif ntype == NT_AUXV:
+                for k in range(min(descsz // 16, MAX_AUXV)):
+                    key, val = struct.unpack_from("<QQ", mm, desc + 16 * k)
+                    if key == 0:
+                        break
+                    self.auxv.setdefault(key, val)
+            elif ntype == NT_PRPSINFO and descsz >= 136:
+                self.process_name = bytes(mm[desc + 40:desc + 56]).split(b"\0", 1)[0].decode("utf-8", "replace")
+                self.process_args = bytes(mm[desc + 56:desc + 136]).split(b"\0", 1)[0].decode("utf-8", "replace")
             elif ntype == NT_FILE and descsz >= 16:
                 self._parse_nt_file(desc, descsz)
             off = nxt
@@ -110,11 +175,12 @@ class CoreFile:
         out = bytearray()
         while size > 0:
             i = bisect.bisect_right(self._starts, addr) - 1
-            if i < 0:
-                raise ReadError(addr, size, "not in the core")
+            if i < 0 or addr >= self.segments[i][0] + self.segments[i][1]:
+                n = self._read_unlisted(addr, size, out, self._starts[i + 1] if i + 1 < len(self._starts) else None)
+                addr += n
+                size -= n
+                continue
             vaddr, memsz, off, filesz, flags = self.segments[i]
-            if addr >= vaddr + memsz:
-                raise ReadError(addr, size, "not in the core")
             n = min(size, vaddr + memsz - addr)
             rel = addr - vaddr
             if rel + n <= filesz:
@@ -126,11 +192,55 @@ class CoreFile:
                 else:
                     n = min(n, memsz - rel)
                     if flags & 2:                        # writable: the file holds stale bytes
-                        raise MissingFromCore(addr, n, "left out of the core (truncated?)")
+                        raise MissingFromCore(addr, n, "cut off by the core file's truncation" if vaddr in self._cut
+                                              else "left out of the core (its dump filter excluded it)")
                     out += self._read_file_backed(addr, n)
             addr += n
             size -= n
         return bytes(out)
+
+    def _read_unlisted(self, addr: int, size: int, out: bytearray, next_seg: Optional[int]) -> int:
+        """Bytes of a file mapping the core has no segment for at all (gcore leaves out
+        read-only file-backed mappings: code, read-only data): from the file, when the file's own
+        program headers say the mapping is not writable. Returns how many bytes were appended."""
+        for s, e, foff, path, flags in self.file_only_mappings():
+            if s <= addr < e:
+                n = min(size, e - addr)
+                if next_seg is not None:
+                    n = min(n, next_seg - addr)
+                if flags & 2:
+                    raise MissingFromCore(addr, n, "writable file mapping left out of the core")
+                out += self._read_file(self.path_map.get(path, path), foff + addr - s, addr, n)
+                return n
+        raise ReadError(addr, size, "not in the core")
+
+    def set_path_map(self, mapping: Dict[str, str]) -> None:
+        """Read (and name) the mapped file `key` from the file `value` instead (--exe)."""
+        self.path_map = dict(mapping)
+        self._file_only = None
+
+    def file_only_mappings(self) -> List[Tuple[int, int, int, str, int]]:
+        """(start, end, file offset, path, ELF p_flags) of the NT_FILE ranges no PT_LOAD covers."""
+        if self._file_only is not None:
+            return self._file_only
+        out = []
+        for s, e, foff, path in self.files[:MAX_FILE_ONLY]:
+            cur = s
+            i = max(0, bisect.bisect_right(self._starts, s) - 1)
+            while cur < e:
+                while i < len(self.segments) and self.segments[i][0] + self.segments[i][1] <= cur:
+                    i += 1
+                if i < len(self.segments) and self.segments[i][0] <= cur:
+                    cur = self.segments[i][0] + self.segments[i][1]
+                    continue
+                stop = min(e, self.segments[i][0]) if i < len(self.segments) else e
+                if stop > cur:
+                    off = foff + cur - s
+                    out.append((cur, stop, off, path, _file_segment_flags(self.path_map.get(path, path), off)))
+                cur = stop
+        out.sort()
+        self._file_only = out
+        return out
 
     def _pread(self, off: int, n: int) -> bytes:
         # pread, not mmap slices: file pages touched through a mapping count as the debugger's
@@ -143,16 +253,20 @@ class CoreFile:
     def _read_file_backed(self, addr: int, n: int) -> bytes:
         for s, e, foff, path in self.files:
             if s <= addr and addr + n <= e:
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(foff + addr - s)
-                        data = f.read(n)
-                except OSError:
-                    break
-                if len(data) == n:
-                    return data
-                break
+                return self._read_file(self.path_map.get(path, path), foff + addr - s, addr, n)
         raise ReadError(addr, n, "left out of the core and not in a file on disk")
+
+    @staticmethod
+    def _read_file(path: str, off: int, addr: int, n: int) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                f.seek(off)
+                data = f.read(n)
+        except (OSError, ValueError):
+            data = b""
+        if len(data) != n:
+            raise ReadError(addr, n, f"left out of the core and not readable from {path}")
+        return data
 
     def regions(self) -> List[Region]:
         out = []
@@ -163,8 +277,42 @@ class CoreFile:
             j = bisect.bisect_right(fstarts, vaddr) - 1
             if j >= 0 and self.files[j][0] <= vaddr < self.files[j][1]:
                 path, foff = self.files[j][3], self.files[j][2] + vaddr - self.files[j][0]
+                path = self.path_map.get(path, path)
             out.append(Region(vaddr, vaddr + memsz, perms, path, foff, in_snapshot=filesz >= memsz))
+        for s, e, foff, path, flags in self.file_only_mappings():
+            perms = ("r" if flags & 4 else "-") + ("w" if flags & 2 else "-") + ("x" if flags & 1 else "-") + "p"
+            out.append(Region(s, e, perms, self.path_map.get(path, path), foff, in_snapshot=False))
+        out.sort(key=lambda r: r.start)
         return out
+
+    def file_at(self, addr: int) -> Optional[Tuple[int, int, int, str]]:
+        """The NT_FILE entry (start, end, file offset, path as the process saw it) holding addr."""
+        for f in self.files:
+            if f[0] <= addr < f[1]:
+                return f
+        return None
+
+    def executable(self) -> Tuple[Optional[str], str]:
+        """(path, how) of the program's executable as the process had it mapped: the NT_FILE
+        mapping that holds AT_ENTRY (or AT_PHDR), else AT_EXECFN's string; (None, why) when
+        the core says neither."""
+        for key, what in ((AT_ENTRY, "AT_ENTRY"), (AT_PHDR, "AT_PHDR")):
+            a = self.auxv.get(key)
+            f = self.file_at(a) if a else None
+            if f is not None:
+                return f[3], f"the mapping holding {what} (NT_FILE)"
+        a = self.auxv.get(AT_EXECFN)
+        if a:
+            try:
+                raw = self.read(a, 256)
+            except ReadError:
+                raw = b""
+            name = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            if name:
+                return name, "AT_EXECFN"
+        if not self.auxv:
+            return None, "the core has no auxiliary vector (NT_AUXV)"
+        return None, "no file mapping holds the program's entry point"
 
     @property
     def warnings(self):

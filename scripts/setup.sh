@@ -11,6 +11,8 @@
 #      gdb's sys.path (see scripts/venv_site.sh). A .venv made by another interpreter (pyenv...)
 #      is recreated.
 #   3. the Python packages of requirements.txt, installed only when requirements.txt changed.
+#   4. the `heaplens` command (.venv/bin/heaplens): pyproject.toml's entry point as a small script
+#      that runs this checkout's common.cli (rewritten only when missing or different).
 #
 # Environment: HEAPLENS_SKIP_APT=1 skips step 1 (for machines you do not administer).
 set -euo pipefail
@@ -21,9 +23,10 @@ SYS_PY=/usr/bin/python3
 
 # Needed by every test and by the demo: setup fails if these cannot be installed.
 REQUIRED_PKGS=(gdb gcc libc6-dev make libc6-dbg python3 python3-venv python3-dev procps file)
-# Needed only by the lldb / jemalloc / tcmalloc / Rust tests: a failure is a warning.
+# Needed only by the lldb / jemalloc / tcmalloc / Rust / remote (gdbserver) / Redis tests: a failure
+# is a warning. (Debian's redis-server starts no daemon here: the Redis test runs its own.)
 OPTIONAL_PKGS=(lldb-16 python3-lldb-16 liblldb-16-dev libjemalloc2 libjemalloc-dev
-               libtcmalloc-minimal4 libgoogle-perftools-dev rustc)
+               libtcmalloc-minimal4 libgoogle-perftools-dev rustc gdbserver redis-server redis-tools)
 # Optional packages that failed to install are remembered here (deleted with .venv) so that a
 # machine without network access does not retry apt on every run.
 APT_SKIP_FILE=$VENV/.heaplens-apt-skipped
@@ -241,9 +244,29 @@ setup_lldb_path() {
     fi
 }
 
+# The command line: the script pip would make from pyproject.toml's entry point, pointing at this
+# checkout (no build step, no download: .venv has no `wheel` for an editable install).
+setup_cli() {
+    local bin=$VENV/bin/heaplens want
+    want="#!$VENV/bin/python
+# heaplens: made by scripts/setup.sh (pyproject.toml's entry point common.cli:main, run from the checkout)
+import sys
+sys.path.insert(0, '$ROOT')
+from common.cli import main
+sys.exit(main())"
+    if [ -x "$bin" ] && [ "$(cat "$bin" 2>/dev/null)" = "$want" ]; then
+        say "heaplens command: $bin"
+        return
+    fi
+    printf '%s\n' "$want" >"$bin.tmp" && chmod 755 "$bin.tmp" && mv -f "$bin.tmp" "$bin" ||
+        die "could not write $bin"
+    say "heaplens command: installed $bin"
+}
+
 setup_system_packages
 setup_venv
 setup_python_packages
+setup_cli
 setup_lldb_path
 if [ ${#APT_SKIPPED_NOW[@]} -gt 0 ]; then
     printf '%s\n' "${APT_SKIPPED_NOW[@]}" >>"$APT_SKIP_FILE"

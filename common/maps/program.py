@@ -117,6 +117,19 @@ class ProgramMaps:
             return None
         return None
 
+    def type_kind(self, key: str) -> Optional[str]:
+        """The kind ("struct", "union", "pointer", "base", "array"...) of the type behind a
+        "dwarf:<fid>:<off>" key, through typedefs and qualifiers; None when unknown."""
+        try:
+            fm = self._by_fid.get(key.split(":", 2)[1]) if key.startswith("dwarf:") else None
+            i = fm.types.index_of_key(key) if fm is not None else None
+            if i is None:
+                return None
+            from .typemap import KIND_NAMES
+            return KIND_NAMES.get(fm.types.kind[fm.types.strip(i)])
+        except Exception:        # a resolver must answer "unknown", never raise
+            return None
+
     def type_key(self, name: str) -> Optional[str]:
         """The key of a complete type by readable name ("struct node")."""
         for _, fm in self.files:
