@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -16,7 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = os.path.join(ROOT, "tests", "programs")
 GDBINIT = os.path.join(ROOT, "gdb_plugin", "gdbinit.py")
 PROBE = os.path.join(ROOT, "tests", "gdb_probe.py")
-BUILD = os.path.join(tempfile.gettempdir(), f"heaplens-tests-{os.getuid()}")
+# per checkout: the binaries' debug info names this checkout's sources (another checkout's build
+# of the same program would point gdb at files that may be gone)
+BUILD = os.path.join(tempfile.gettempdir(),
+                     f"heaplens-tests-{os.getuid()}-{hashlib.sha1(ROOT.encode()).hexdigest()[:8]}")
 # every run's output (JSON, cores of hundreds of MB) lives here and goes when the tests end
 RUNS = tempfile.mkdtemp(prefix="heaplens-runs-")
 atexit.register(shutil.rmtree, RUNS, True)

@@ -38,11 +38,17 @@ VOLATILE = {"seconds", "walk_seconds", "total_seconds", "load_seconds", "decode_
 #                                                                  every frame a CFA, gdb not the outermost
 
 
+# how the DWARF maps were obtained depends on who ran first (decoded, or loaded from the cache)
+_MAPS_TIMING = re.compile(r"; (loaded from the cache in|first decode) [0-9.]+ s( \(cached for next time\))?")
+
+
 def norm(x):
     if isinstance(x, dict):
         return {k: norm(v) for k, v in x.items() if k not in VOLATILE and not k.endswith("_seconds")}
     if isinstance(x, list):
         return [norm(v) for v in x]
+    if isinstance(x, str):
+        return _MAPS_TIMING.sub("", x)
     return x
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..heapindex import (MMAPPED, Arena, FreeList, HeapIndex)
+from ..heapindex import MMAPPED, Arena, HeapIndex
 from ..memcache import CachedReader
 from ..report import Finding
 from ..snapshot import HeapSnapshot
@@ -33,6 +32,7 @@ from .glibc_checks import CrossChecks
 from .glibc_freelists import FreelistWalk
 from .glibc_locate import GlibcRoots, NotGlibc, choose_tls_slot, locate
 
+from .base import WalkerBase  # noqa: E402
 from .glibc_shared import (MAX_ARENAS, MAX_PER_CHECK, RESYNC_SCAN, SLOW_WINDOW, WINDOW, _M64)  # noqa: E402
 
 
@@ -48,16 +48,11 @@ class _Seg:
         self.lo, self.hi, self.arena, self.top, self.fencepost_ok = lo, hi, arena, top, fencepost_ok
 
 
-class _Walker(FreelistWalk, CrossChecks):
+class _Walker(FreelistWalk, CrossChecks, WalkerBase):
     def __init__(self, target: Target, reader: CachedReader, roots: GlibcRoots):
-        self.t, self.r, self.roots, self.lay = target, reader, roots, roots.layout
+        super().__init__(target, reader, roots)
         self.regions: List[Region] = target.regions()
         self.region_of = region_index(self.regions)
-        self.threads = target.threads()
-        self.findings: List[Finding] = []
-        self.per_check: Counter = Counter()
-        self.notes: List[str] = list(target.warnings()) + list(roots.notes)
-        self.lists: List[FreeList] = []
         self.arenas: List[Arena] = []
         self.arena_raw: List[bytes] = []
         self.segs: List[_Seg] = []
@@ -69,8 +64,8 @@ class _Walker(FreelistWalk, CrossChecks):
 
     # --- findings ----------------------------------------------------------------------------
     def find(self, kind, severity, chunk_addr, message, evidence=(), check="", state=None):
-        self.per_check[check] += 1
-        if self.per_check[check] > MAX_PER_CHECK:
+        """A finding about the chunk at chunk_addr (glibc findings name chunks by their header)."""
+        if not self.listed(check):
             return
         chunk = None
         if chunk_addr is not None:
@@ -118,11 +113,7 @@ class _Walker(FreelistWalk, CrossChecks):
         mm = self._mmapped()
         index = self._index(state, where, recency, mm)
         t_end = time.perf_counter()
-        for check, n in self.per_check.items():
-            if n > MAX_PER_CHECK:
-                self.findings.append(Finding("metadata-corruption", "warning", None,
-                                             f"{n - MAX_PER_CHECK} more findings of check '{check}' not listed",
-                                             [], None, None, check))
+        self.summarise_overflow()
         meta = {"version": self.lay.version_str, "glibc_version": self.lay.version_str, "layout": self.lay.source,
                 "found_by": dict(self.roots.how), "main_arena": self.roots.main_arena,
                 "mp_": self.roots.mp, "libc": self.roots.libc.path,

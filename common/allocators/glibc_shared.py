@@ -4,7 +4,7 @@ import numpy as np
 WINDOW = 8 << 20            # bytes of heap parsed per bulk read
 SLOW_WINDOW = 8128          # the same over a slow link, read from the current chunk (skips big ones); with
                             # the 64-byte overlap one 8 KiB request (gdbserver: <= 9 KiB a packet)
-MAX_PER_CHECK = 25          # findings of one rule before they are summarised
+from .base import MAX_PER_CHECK  # noqa: F401  (one cap for every walker)
 MAX_ARENAS = 1024
 RESYNC_SCAN = 4 << 20       # bytes searched for a chain of valid chunks after a corrupt one
 MMAP_BLOCK = 1 << 20        # bytes read per bulk read while looking for mmapped chunks

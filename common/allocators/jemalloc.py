@@ -29,16 +29,15 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections import Counter
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from ..heapindex import ALLOCATED, FREE, Arena, FreeList, HeapIndex
 from ..memcache import CachedReader
-from ..report import Finding
 from ..snapshot import HeapSnapshot
 from ..target import ReadError, Target
+from .base import MAX_PER_CHECK, WalkerBase
 from .jemalloc_checks import JeChecks
 from .jemalloc_locate import JeRoots, NotJemalloc, locate
 from .jemalloc_rtree import field, read_edata, read_rtree
@@ -49,7 +48,6 @@ __all__ = ["walk", "NotJemalloc"]
 U64 = np.uint64
 MAX_ARENAS = 4095           # MALLOCX_ARENA_LIMIT
 MAX_NREGS = 1 << 16
-MAX_PER_CHECK = 25
 STATE_NAMES = ("active", "dirty", "muzzy", "retained", "transition", "merging")
 ACTIVE, DIRTY, MUZZY, RETAINED = 0, 1, 2, 3
 
@@ -67,14 +65,9 @@ def _u64(b: bytes, off: int) -> int:
     return struct.unpack_from("<Q", b, off)[0]
 
 
-class _Walker(TcacheWalk, JeChecks):
+class _Walker(TcacheWalk, JeChecks, WalkerBase):
     def __init__(self, target: Target, reader: CachedReader, roots: JeRoots):
-        self.t, self.r, self.roots, self.lay = target, reader, roots, roots.layout
-        self.threads = target.threads()
-        self.findings: List[Finding] = []
-        self.per_check: Counter = Counter()
-        self.notes: List[str] = list(target.warnings()) + list(roots.notes)
-        self.lists: List[FreeList] = []
+        super().__init__(target, reader, roots)
         self.arenas: List[Arena] = []
         self.arena_pos: Dict[int, int] = {}          # arena_t address -> position in self.arenas
         self.ind_pos: Dict[int, int] = {}            # jemalloc arena index -> position
@@ -88,12 +81,6 @@ class _Walker(TcacheWalk, JeChecks):
         self.unwalked: List[tuple] = []
 
     # --- findings ----------------------------------------------------------------------------
-    def find(self, kind, severity, address, message, evidence=(), check="", chunk=None):
-        self.per_check[check] += 1
-        if self.per_check[check] > MAX_PER_CHECK:
-            return
-        self.findings.append(Finding(kind, severity, address, message, list(evidence), chunk, None, check))
-
     def corrupt(self, address, message, evidence=(), check="", severity="critical", chunk=None):
         self.find("metadata-corruption", severity, address, message, evidence, check, chunk)
 
@@ -121,11 +108,7 @@ class _Walker(TcacheWalk, JeChecks):
         self._classify_cached()
         self._compare_counters()
         t4 = time.perf_counter()
-        for check, n in self.per_check.items():
-            if n > MAX_PER_CHECK:
-                self.findings.append(Finding("metadata-corruption", "warning", None,
-                                             f"{n - MAX_PER_CHECK} more findings of check '{check}' not listed",
-                                             [], None, None, check))
+        self.summarise_overflow()
         lay = self.lay
         meta = {"version": lay.version, "version_string": lay.version_string, "layout": lay.source,
                 "found_by": dict(self.roots.how), "library": self.roots.obj.path,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import struct
 import time
-from collections import Counter
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -26,6 +25,7 @@ from ..memcache import CachedReader
 from ..report import Finding
 from ..snapshot import HeapSnapshot
 from ..target import ReadError, Target
+from .base import MAX_PER_CHECK, WalkerBase
 from .tcmalloc_checks import Checks
 from .tcmalloc_lists import Chaser, Walk, assign, meeting_points, owner
 from .tcmalloc_locate import NotTcmalloc, TcRoots, locate
@@ -34,7 +34,6 @@ from .tcmalloc_spans import read_pagemap, real_spans
 
 __all__ = ["walk", "NotTcmalloc"]
 
-MAX_PER_CHECK = 25
 MAX_CACHES = 1 << 16             # thread caches followed on thread_heaps_
 PTHREAD_TID = 0x2d0              # glibc 2.36 x86-64: struct pthread.tid (pthread_t is its address)
 IN_USE, ON_NORMAL, ON_RETURNED = 0, 1, 2
@@ -46,25 +45,15 @@ def walk(target: Target, reader: Optional[CachedReader] = None) -> HeapSnapshot:
     return _Walker(target, reader, roots).run()
 
 
-class _Walker(Checks):
+class _Walker(Checks, WalkerBase):
     def __init__(self, target: Target, reader: CachedReader, roots: TcRoots):
-        self.t, self.r, self.roots, self.lay = target, reader, roots, roots.layout
+        super().__init__(target, reader, roots)
         self.sizes = roots.sizes
-        self.threads = target.threads()
-        self.findings: List[Finding] = []
-        self.per_check: Counter = Counter()
-        self.notes: List[str] = list(target.warnings()) + list(roots.notes)
-        self.lists: List[FreeList] = []
         self.walks: List[Walk] = []
         self.thread_cache: Dict[int, int] = {}
         self._list_ids: Dict[tuple, int] = {}
 
     # --- findings ----------------------------------------------------------------------------
-    def find(self, kind, severity, address, message, evidence=(), check="", chunk=None):
-        self.per_check[check] += 1
-        if self.per_check[check] <= MAX_PER_CHECK:
-            self.findings.append(Finding(kind, severity, address, message, list(evidence), chunk, None, check))
-
     def obj_chunk(self, i: int) -> Dict:
         o = self.objs
         st = ("allocated", "free", "cached")[int(self.state[i])] if hasattr(self, "state") else None
@@ -117,11 +106,7 @@ class _Walker(Checks):
         index = self._index()
         self._stats()
         t_end = time.perf_counter()
-        for check, n in self.per_check.items():
-            if n > MAX_PER_CHECK:
-                self.findings.append(Finding("metadata-corruption", "warning", None,
-                                             f"{n - MAX_PER_CHECK} more findings of check '{check}' not listed",
-                                             [], None, None, check))
+        self.summarise_overflow()
         meta = {"version": f"gperftools {self.roots.version}", "layout": lay.source,
                 "found_by": dict(self.roots.how), "library": self.roots.lib.path,
                 "roots": {"sizemap_": self.roots.sizemap, "central_cache_": self.roots.central_cache,

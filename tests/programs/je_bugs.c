@@ -31,7 +31,7 @@ static void *worker(void *arg)
 {
     (void)arg;
     truth_thread();
-    void *w = jmalloc(200);
+    void *w = tmalloc(200);
     sink(w);
     pthread_barrier_wait(&step1);          /* main freed `shared` */
     if (!strcmp(mode, "cross")) {
@@ -54,16 +54,16 @@ int main(int argc, char **argv)
     pthread_create(&th, NULL, worker, NULL);
     void *keep[6];
     for (int i = 0; i < 6; i++)
-        keep[i] = jmalloc(40 + 100 * (size_t)i);
+        keep[i] = tmalloc(40 + 100 * (size_t)i);
     jfree(keep[1]);
     jfree(keep[4]);
     if (!strcmp(mode, "interior")) {
-        char *p = jmalloc(64);
+        char *p = tmalloc(64);
         truth_expect("invalid-free", p + 16);
         je_note_free(p + 16);
         free(p + 16);                      /* p itself stays allocated */
     } else if (!strcmp(mode, "large")) {
-        void *p = jmalloc(20000);
+        void *p = tmalloc(20000);
         jfree(p);
         truth_expect("double-free", p);
         je_note_free(p);
@@ -71,8 +71,8 @@ int main(int argc, char **argv)
     } else {
         void *neighbour = NULL;
         if (!strcmp(mode, "flushed"))
-            neighbour = jmalloc(96);       /* keeps the slab in use after the flush */
-        shared = jmalloc(96);
+            neighbour = tmalloc(96);       /* keeps the slab in use after the flush */
+        shared = tmalloc(96);
         sink(neighbour);
         jfree(shared);
         if (!strcmp(mode, "flushed") || !strcmp(mode, "released"))

@@ -38,11 +38,11 @@ static void *worker(void *arg)
     truth_thread();
     for (size_t s = 0; s < NS; s++)
         for (int k = 0; k < PER; k++) {
-            blocks[id][s][k] = jmalloc(sizes[s]);
+            blocks[id][s][k] = tmalloc(sizes[s]);
             memset(blocks[id][s][k], (int)id, sizes[s] < 64 ? sizes[s] : 64);
         }
     for (int k = 0; k < 300; k++)
-        burst[id][k] = jmalloc(48);
+        burst[id][k] = tmalloc(48);
     pthread_barrier_wait(&allocated);
     for (size_t s = 0; s < NS; s++)
         for (int k = 1; k < PER; k += 2)
@@ -68,7 +68,7 @@ int main(void)
     truth_thread();
     void *mine[8];
     for (int i = 0; i < 8; i++)
-        mine[i] = jmalloc(32u << i);
+        mine[i] = tmalloc(32u << i);
     for (long i = 0; i < NW; i++)
         pthread_create(&th[i], NULL, worker, (void *)i);
     pthread_barrier_wait(&freed);

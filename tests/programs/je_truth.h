@@ -1,8 +1,7 @@
 /* je_truth.h - truth.h for the jemalloc test programs (tests/programs/je_*.c).
  *
- * truth.h's tmalloc() reads a glibc chunk header before the pointer; under
- * jemalloc there is none (the bytes belong to the previous region, or to an
- * unmapped page), so these wrappers record allocations as plain "live".
+ * With TRUTH_ANY_ALLOCATOR, truth.h's tmalloc()/tcalloc() record every
+ * allocation as plain "live" (there is no glibc chunk header to read).
  * Extra records, appended to the truth file by je_truth_write() (truth.py
  * ignores unknown lines; tests/test_jemalloc.py reads them):
  *   freedby 0xADDR TID      the thread that freed ADDR last (its tcache holds it)
@@ -13,6 +12,7 @@
 #ifndef HEAPLENS_JE_TRUTH_H
 #define HEAPLENS_JE_TRUTH_H
 
+#define TRUTH_ANY_ALLOCATOR     /* no glibc chunk headers to read */
 #include "truth.h"
 #include <dlfcn.h>
 #include <stdint.h>
@@ -23,26 +23,6 @@
 
 static struct { uintptr_t addr; long tid; } je_freed[JE_FREED_MAX];
 static size_t je_nfreed;
-
-TRUTH_FN void *jmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (!p)
-        abort();
-    sink(p);
-    truth_live(p, n);
-    return p;
-}
-
-TRUTH_FN void *jcalloc(size_t k, size_t n)
-{
-    void *p = calloc(k, n);
-    if (!p)
-        abort();
-    sink(p);
-    truth_live(p, k * n);
-    return p;
-}
 
 TRUTH_FN void je_note_free(void *p)
 {

@@ -14,21 +14,12 @@
  *
  * Build: gcc -g -O0 -pthread -o tc_double_free tc_double_free.c  (run with tcmalloc)
  */
+#define TRUTH_ANY_ALLOCATOR     /* no glibc chunk headers to read */
 #include "truth.h"
 
 __attribute__((noinline)) void heaplens_checkpoint(void)
 {
     __asm__ volatile("" ::: "memory");
-}
-
-static void *tc_alloc(size_t n)
-{
-    void *p = malloc(n);
-    if (!p)
-        abort();
-    sink(p);
-    truth_live(p, n);
-    return p;
 }
 
 static void *p;
@@ -37,7 +28,7 @@ static pthread_barrier_t step, hold;
 static void *thread_a(void *arg)
 {
     (void)arg;
-    tc_alloc(16);                           /* gives A a thread cache (a free without one goes
+    tmalloc(16);                           /* gives A a thread cache (a free without one goes
                                                straight to the central lists) */
     pthread_barrier_wait(&step);
     tfree(p);                               /* first free: into A's cache */
@@ -53,7 +44,7 @@ static void *thread_b(void *arg)
     (void)arg;
     pthread_barrier_wait(&step);
     pthread_barrier_wait(&step);            /* A has freed p */
-    void *b0 = tc_alloc(104), *b1 = tc_alloc(104);
+    void *b0 = tmalloc(104), *b1 = tmalloc(104);
     tfree(b0);
     tfree(b1);
     truth_expect("double-free", p);
@@ -77,15 +68,15 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "same";
     pthread_t a, b;
     if (strcmp(mode, "same") == 0) {
-        p = tc_alloc(200);
-        tc_alloc(200);                      /* live guard */
+        p = tmalloc(200);
+        tmalloc(200);                      /* live guard */
         tfree(p);
         truth_expect("double-free", p);
         sink(p);
         free(p);                            /* p -> p */
     } else if (strcmp(mode, "cross") == 0) {
-        p = tc_alloc(104);
-        tc_alloc(104);                      /* live guard */
+        p = tmalloc(104);
+        tmalloc(104);                      /* live guard */
         pthread_barrier_init(&step, NULL, 3);
         pthread_barrier_init(&hold, NULL, 4);
         pthread_create(&a, NULL, thread_a, NULL);
@@ -94,8 +85,8 @@ int main(int argc, char **argv)
         pthread_barrier_wait(&step);
         pthread_barrier_wait(&step);        /* both have freed p */
     } else if (strcmp(mode, "central") == 0) {
-        p = tc_alloc(136);
-        tc_alloc(136);                      /* live guard */
+        p = tmalloc(136);
+        tmalloc(136);                      /* live guard */
         pthread_create(&a, NULL, thread_exit_after_free, NULL);
         pthread_join(a, NULL);              /* A's cache went back to the central lists */
         truth_expect("double-free", p);

@@ -11,6 +11,7 @@
  *
  * Build: gcc -g -O0 -pthread -o tc_invalid_free tc_invalid_free.c  (run with tcmalloc)
  */
+#define TRUTH_ANY_ALLOCATOR     /* no glibc chunk headers to read */
 #include "truth.h"
 #include <dlfcn.h>
 
@@ -19,23 +20,13 @@ __attribute__((noinline)) void heaplens_checkpoint(void)
     __asm__ volatile("" ::: "memory");
 }
 
-static void *tc_alloc(size_t n)
-{
-    void *p = malloc(n);
-    if (!p)
-        abort();
-    sink(p);
-    truth_live(p, n);
-    return p;
-}
-
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "interior";
     void *p;
     if (strcmp(mode, "interior") == 0) {
-        p = tc_alloc(64);
-        tc_alloc(64);                       /* live guard */
+        p = tmalloc(64);
+        tmalloc(64);                       /* live guard */
         char *volatile inside = (char *)p + 16;
         truth_expect("invalid-free", inside);
         sink(p);
@@ -44,16 +35,16 @@ int main(int argc, char **argv)
         void (*free_sized)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "tc_free_sized");
         if (!free_sized)
             return 3;
-        p = tc_alloc(64);
-        tc_alloc(64);
+        p = tmalloc(64);
+        tmalloc(64);
         truth_free(p);
         truth_expect("invalid-free", p);
         sink(p);
         free_sized(p, 300);
     } else if (strcmp(mode, "link") == 0) {
-        p = tc_alloc(48);
-        void *q = tc_alloc(48);
-        tc_alloc(48);
+        p = tmalloc(48);
+        void *q = tmalloc(48);
+        tmalloc(48);
         tfree(q);
         tfree(p);                           /* cache: p -> q -> ... */
         *(void *volatile *)p = (void *)0x4141414141414141ull;   /* write after free */

@@ -19,6 +19,7 @@
  * Build: gcc -g -O0 -pthread -o tc_known_heap tc_known_heap.c
  */
 #define TRUTH_MAX 65536
+#define TRUTH_ANY_ALLOCATOR     /* no glibc chunk headers to read */
 #include "truth.h"
 #include <dlfcn.h>
 #include <sys/mman.h>
@@ -32,16 +33,6 @@ __attribute__((noinline)) void heaplens_checkpoint(void)
 
 static long per_thread = 3000;
 static pthread_barrier_t allocated, ready, hold;
-
-static void *tc_alloc(size_t n)
-{
-    void *p = malloc(n);
-    if (!p)
-        abort();
-    sink(p);
-    truth_live(p, n);
-    return p;
-}
 
 static void **mmap_table(long n)          /* the pointer table lives off the heap */
 {
@@ -85,7 +76,7 @@ static void work(unsigned seed)
 {
     void **p = mmap_table(per_thread);
     for (long i = 0; i < per_thread; i++)
-        p[i] = tc_alloc(pick(i, &seed));
+        p[i] = tmalloc(pick(i, &seed));
     /* no thread frees before all have allocated: pages a free gives back to the page heap are
      * then never reused for another size class, so every freed address stays an object start
      * or lies in a free page run */

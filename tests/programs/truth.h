@@ -151,13 +151,20 @@ TRUTH_FN void truth_thread(void)
     pthread_mutex_unlock(&truth_mu);
 }
 
-/* Record a fresh allocation as live or mmapped (from the chunk header). */
+/* Record a fresh allocation as live or mmapped (from the chunk header).  Programs that run
+ * on another allocator (jemalloc, tcmalloc) define TRUTH_ANY_ALLOCATOR before including this
+ * file: there is no glibc chunk header before p (those bytes may belong to another object, or
+ * to an unmapped page), so every allocation is recorded as live. */
 TRUTH_FN void truth_alloc(void *p, size_t n)
 {
+#ifdef TRUTH_ANY_ALLOCATOR
+    truth_live(p, n);
+#else
     if (chunk_is_mmapped(p))
         truth_mmapped(p, n);
     else
         truth_live(p, n);
+#endif
 }
 
 /* Instrumented wrappers. */
