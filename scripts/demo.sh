@@ -44,6 +44,11 @@ if [ -f "$CORE" ]; then
     section "Core file: gdb -batch -x $PLUGIN $EXE $CORE -ex heap-check ..."
     HEAPLENS_DEMO_MODE=core \
         "${GDB[@]}" -x "$PLUGIN" -x scripts/demo_gdb.py "$EXE" "$CORE" </dev/null || status=1
+    # the same core with no debugger at all; exit 1 = it found warnings or worse, as it should
+    section "Core file without a debugger: .venv/bin/heaplens check $CORE"
+    rc=0
+    .venv/bin/heaplens check "$CORE" --exe "$EXE" || rc=$?
+    [ "$rc" -le 1 ] || status=1
 else
     echo "demo: no core file was written ($CORE), skipping the core-file part" >&2
     status=1
