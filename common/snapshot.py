@@ -22,6 +22,12 @@ class HeapSnapshot:
     thread_cache: Dict[int, int] = field(default_factory=dict)   # thread num -> cache address
     thread_arena: Dict[int, int] = field(default_factory=dict)   # thread num -> arena number
     unwalked: List[tuple] = field(default_factory=list)          # (start, end) heap bytes not parsed
+    # (start, end) of the allocator's own bookkeeping outside the heap (jemalloc's base blocks:
+    # extent records hold heap addresses): never scanned as program roots
+    metadata: List[tuple] = field(default_factory=list)
+    # (label, address) of chunks the allocator allocated for itself (jemalloc's tcache stacks):
+    # never leaks, and their words (stale cache slots included) are not the program's pointers
+    internal: List[tuple] = field(default_factory=list)
 
     def thread(self, num: Optional[int]) -> Optional[ThreadInfo]:
         for t in self.threads:

@@ -48,6 +48,7 @@ __all__ = ["walk", "NotJemalloc"]
 U64 = np.uint64
 MAX_ARENAS = 4095           # MALLOCX_ARENA_LIMIT
 MAX_NREGS = 1 << 16
+MAX_BASE_BLOCKS = 1 << 16     # a base grows by blocks of >= 2 MiB: more means a corrupt chain
 STATE_NAMES = ("active", "dirty", "muzzy", "retained", "transition", "merging")
 ACTIVE, DIRTY, MUZZY, RETAINED = 0, 1, 2, 3
 
@@ -79,6 +80,7 @@ class _Walker(TcacheWalk, JeChecks, WalkerBase):
         self.bin_curslabs = np.zeros(0, np.int64)
         self.large_cur = np.zeros(0, np.int64)       # [arena pos, large class]
         self.unwalked: List[tuple] = []
+        self.base_ranges: List[tuple] = []           # jemalloc's metadata blocks
 
     # --- findings ----------------------------------------------------------------------------
     def corrupt(self, address, message, evidence=(), check="", severity="critical", chunk=None):
@@ -119,7 +121,10 @@ class _Walker(TcacheWalk, JeChecks, WalkerBase):
                 "walk_seconds": round(t3 - t0, 4), "read_seconds": round(t2 - t1, 4),
                 "total_seconds": round(t4 - t0, 4)}
         snap = HeapSnapshot("jemalloc", self.index, self.lists, self.arenas, self.findings, self.threads,
-                            self.notes, meta, self.thread_cache, self.thread_arena, self.unwalked)
+                            self.notes, meta, self.thread_cache, self.thread_arena, self.unwalked,
+                            metadata=self.base_ranges,
+                            internal=[(f"tcache stacks of thread {tc.thread}", tc.dyn)
+                                      for tc in self.tcaches if tc.dyn])
         return snap
 
     # --- globals -------------------------------------------------------------------------------
@@ -187,6 +192,28 @@ class _Walker(TcacheWalk, JeChecks, WalkerBase):
                             .astype(np.int64) if offs is not None else None)
 
     # --- arenas ------------------------------------------------------------------------------
+    def _base_blocks(self, base: int) -> None:
+        """The blocks of one base allocator (a chain from base_t.blocks). They hold jemalloc's
+        metadata, whose extent records point at heap memory: the tracer must not take them
+        for program roots. A bad link ends the chain (these ranges only narrow a scan)."""
+        lay = self.lay
+        try:
+            block = _u64(self.r.read(base + lay.base_blocks, 8), 0)
+        except ReadError:
+            return
+        seen = set()
+        while block and block not in seen and len(seen) < MAX_BASE_BLOCKS and not block & 0xFFF:
+            seen.add(block)
+            try:
+                raw = self.r.read(block, max(lay.bb_size, lay.bb_next) + 8)
+            except ReadError:
+                return
+            size = _u64(raw, lay.bb_size)
+            if not 0 < size < 1 << 40:
+                return
+            self.base_ranges.append((block, block + size))
+            block = _u64(raw, lay.bb_next)
+
     def _arenas(self):
         lay = self.lay
         nb = self.nbins
@@ -231,6 +258,8 @@ class _Walker(TcacheWalk, JeChecks, WalkerBase):
                     bases[base] = struct.unpack("<3Q", self.r.read(base + lay.base_allocated, 24))
                 except ReadError:
                     pass
+                else:
+                    self._base_blocks(base)
         if not self.arenas:
             raise NotJemalloc("no jemalloc arena could be read (je_arenas holds no valid arena)")
         self.bin_curregs, self.bin_curslabs = np.array(cur), np.array(slabs)

@@ -85,6 +85,9 @@ class JeLayout:
         self.b_slabcur = f("bin_s", "slabcur")
         self.base_allocated, self.base_resident = f("base_s", "allocated"), f("base_s", "resident")
         self.base_mapped = f("base_s", "mapped")
+        # base blocks: jemalloc's own metadata (arenas, edata, rtree nodes), never program roots
+        self.base_blocks = f("base_s", "blocks")
+        self.bb_size, self.bb_next = f("base_block_s", "size"), f("base_block_s", "next")
         self.rtree_root = f("emap_s", "rtree") + f("rtree_s", "root")
         self.leaf_size = s["rtree_leaf_elm_s"]["size"]
         self.globals: Dict[str, List[int]] = d["globals"]

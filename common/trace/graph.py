@@ -988,7 +988,7 @@ def build_graph(snaps, roots: Sequence[Variable], resolve, reader, conservative:
         b.extra_roots()
         b.stats["root_seconds"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
-        scanned = b.ch.obj.copy()
+        scanned = b.ch.obj & ~b.internal       # the allocator's own chunks hold its pointers, not ours
         b.stats["words_scanned"] = b.scan_chunks(scanned)
         text = np.zeros(b.N, dtype=bool)
         b.stats["scan_seconds"] = round(time.perf_counter() - t, 4)
@@ -1004,7 +1004,7 @@ def build_graph(snaps, roots: Sequence[Variable], resolve, reader, conservative:
         opaque = np.array([ct.opaque for ct in b.types.types] + [True], dtype=bool)
         typed = b.ctype >= 0
         typed[typed] = ~opaque[b.ctype[typed]]
-        scanned = b.ch.obj & ~typed & ~text
+        scanned = b.ch.obj & ~typed & ~text & ~b.internal
         b.stats["words_scanned"] = b.scan_chunks(scanned)
         b.stats["scan_seconds"] = round(time.perf_counter() - t, 4)
     g = b.finish(text, scanned)

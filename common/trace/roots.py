@@ -161,13 +161,15 @@ def _region_of(regions: List[Region], addr: int) -> Optional[Region]:
 
 
 def heap_ranges(snaps) -> List[Tuple[int, int]]:
-    """Memory the allocator(s) own: walked heap segments, heap_info reservations, mmapped chunks."""
+    """Memory the allocator(s) own: walked heap segments, heap_info reservations, mmapped chunks,
+    the allocators' own metadata."""
     from ..heapindex import MMAPPED
     out = []
     for s in snaps:
         for a in s.arenas:
             for lo, hi in a.segments:
                 out.append((lo, hi))
+        out.extend(s.metadata)
         idx = s.index
         mm = idx.state == MMAPPED
         for st, sz in zip(idx.start[mm].tolist(), idx.size[mm].tolist()):
@@ -353,10 +355,9 @@ def target_roots(target: Target, snaps=(), frames=None, globals_=None, stack: st
 
     # allocator-internal chunks
     for s in snaps:
-        vals = sorted(s.thread_cache.items())
+        vals = [(f"tcache of thread {n}", a) for n, a in sorted(s.thread_cache.items())] + list(s.internal)
         if vals:
-            extra.append(ExtraRoot(f"{s.allocator} thread caches", "allocator",
-                                   values=[(f"tcache of thread {n}", a) for n, a in vals], precise=True))
+            extra.append(ExtraRoot(f"{s.allocator} thread caches", "allocator", values=vals, precise=True))
     stats["extra_roots"] = len(extra)
     stats["conservative_bytes"] = scanned
     return RootSet(variables, extra, stats, notes)
