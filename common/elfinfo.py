@@ -116,9 +116,26 @@ def _cached(path: str, mtime: float, size: int) -> ElfInfo:
     return ElfInfo(path)
 
 
+# A program on another machine maps files this machine may not have, or has in another build:
+# the adapter fetches them from the target and says here where the copy is. Every reader of a
+# loaded object's file (elf_info, the DWARF maps) opens local_file(path).
+_local_copies: Dict[str, str] = {}
+
+
+def use_local_copy(path: str, local: str) -> None:
+    """Read `local` wherever the program's file `path` is meant."""
+    _local_copies[path] = local
+
+
+def local_file(path: str) -> str:
+    return _local_copies.get(path, path)
+
+
 def elf_info(path: str) -> Optional[ElfInfo]:
-    """An ElfInfo for `path`, cached per file version; None when the file is not readable ELF."""
+    """An ElfInfo for `path` (or its local copy), cached per file version; None when the file
+    is not readable ELF."""
     try:
+        path = local_file(path)
         st = os.stat(path)
         return _cached(path, st.st_mtime, st.st_size)
     except Exception:   # missing file, not ELF, pyelftools parse error: the caller says what is missing

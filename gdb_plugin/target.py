@@ -20,6 +20,7 @@ from common.elfcore import CoreFile
 from common.localmem import LocalMemory
 from common.memcache import RangeCache
 from common.objfiles import objfiles_from_regions
+from common.remotefiles import ensure_local
 from . import program
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
 
@@ -76,6 +77,7 @@ class GdbTarget(LocalMemory, Target):
         self._regions: Optional[List[Region]] = None
         self._region_warning: Optional[str] = None
         self._objs: Optional[List[ObjFile]] = None
+        self._file_notes: List[str] = []       # remote files fetched (or not) to read them here
 
     @staticmethod
     def _core_path() -> Optional[str]:
@@ -231,8 +233,30 @@ class GdbTarget(LocalMemory, Target):
 
     def objfiles(self) -> List[ObjFile]:
         if self._objs is None:
-            self._objs = objfiles_from_regions(self.regions())
+            regions = self.regions()
+            if self.kind == "remote":
+                self._file_notes = ensure_local(self._remote_solibs(regions), self._gdb_build_id, _remote_get)
+            self._objs = objfiles_from_regions(regions)
         return self._objs
+
+    def _remote_solibs(self, regions: List[Region]) -> List[str]:
+        """The mapped files gdb counts as the program's shared libraries (not data files such
+        as /dev/zero or shared memory, which must never be fetched)."""
+        try:
+            text = gdb.execute("info sharedlibrary", to_string=True)
+        except gdb.error:
+            return []
+        # a library gdb could not read here has no From/To columns, only its name
+        libs = {_local_name(f[-1]) for f in (line.split() for line in text.splitlines())
+                if f and (f[-1].startswith("/") or f[-1].startswith("target:/"))}
+        return sorted({r.path for r in regions if r.offset == 0 and r.path in libs})
+
+    @staticmethod
+    def _gdb_build_id(path: str) -> Optional[str]:
+        for o in gdb.objfiles():
+            if o.filename and _local_name(o.filename) == path:
+                return getattr(o, "build_id", None)
+        return None
 
     def symbol(self, name: str, objfile_hint: str = "") -> Optional[int]:
         for look in (gdb.lookup_static_symbol, gdb.lookup_global_symbol):
@@ -272,8 +296,8 @@ class GdbTarget(LocalMemory, Target):
         if self.core is not None:
             return self.core.warnings
         if self.kind == "remote":
-            self.regions()
-            return [self._region_warning] if self._region_warning else []
+            self.objfiles()
+            return ([self._region_warning] if self._region_warning else []) + self._file_notes
         return []
 
     # --- program state --------------------------------------------------------------------
@@ -315,6 +339,15 @@ def _range_cache_bytes() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 256 << 20
+
+
+def _remote_get(path: str, dest: str) -> Optional[str]:
+    """Copy the target's file `path` to `dest` over the remote protocol; an error sentence or None."""
+    try:
+        gdb.execute(f"remote get {path} {dest}", to_string=True)
+    except gdb.error as e:
+        return str(e)
+    return None if os.path.exists(dest) else "gdb wrote no file"
 
 
 def _local_name(path: str) -> str:

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
+from ..elfinfo import local_file
 from . import cache
 from .decode import decode_cfa, decode_dwarf
 from .globals import GlobalMap
@@ -181,7 +182,7 @@ def load_file_maps(path: str, build_id: Optional[str] = None, *, use_cache: bool
 def _load(path, build_id, use_cache, cache_dir, debug_dirs, t0) -> FileMaps:
     name = os.path.basename(path) or path
     try:
-        fh, elf = _open(path)
+        fh, elf = _open(local_file(path))
     except FileNotFoundError:
         return _empty(path, file_id(path, build_id), build_id, f"{path} does not exist: no maps for it")
     except Exception as e:
