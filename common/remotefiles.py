@@ -67,3 +67,28 @@ def ensure_local(paths: Iterable[str], build_id_of: Callable[[str], Optional[str
             notes.append(f"{path} {why}: fetched from the target ({os.path.getsize(dest):,} bytes, kept in {dest})")
         use_local_copy(path, dest)
     return notes
+
+
+def namespace_copies(pid: int, paths: Iterable[str]) -> List[str]:
+    """A process on this machine but in another mount namespace (a container) maps files by its
+    own paths: where one of them is missing here or is another file, read it through
+    /proc/PID/root (no copy needed). Returns one note per such file."""
+    notes: List[str] = []
+    root = f"/proc/{pid}/root"
+    for path in paths:
+        if not path.startswith("/"):
+            continue
+        alt = root + path
+        try:
+            st_alt = os.stat(alt)
+        except OSError:
+            continue
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == (st_alt.st_dev, st_alt.st_ino):
+                continue                                  # the same file: nothing to do
+        except OSError:
+            pass
+        use_local_copy(path, alt)
+        notes.append(f"{path} is read through {root} (the process's own mount namespace)")
+    return notes

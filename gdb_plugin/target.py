@@ -20,7 +20,7 @@ from common.elfcore import CoreFile
 from common.localmem import LocalMemory
 from common.memcache import RangeCache
 from common.objfiles import objfiles_from_regions
-from common.remotefiles import ensure_local
+from common.remotefiles import ensure_local, namespace_copies
 from . import program
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
 
@@ -236,6 +236,8 @@ class GdbTarget(LocalMemory, Target):
             regions = self.regions()
             if self.kind == "remote":
                 self._file_notes = ensure_local(self._remote_solibs(regions), self._gdb_build_id, _remote_get)
+            elif self.kind == "live":
+                self._file_notes = namespace_copies(self.inf.pid, {r.path for r in regions if r.offset == 0})
             self._objs = objfiles_from_regions(regions)
         return self._objs
 
@@ -295,10 +297,8 @@ class GdbTarget(LocalMemory, Target):
     def warnings(self):
         if self.core is not None:
             return self.core.warnings
-        if self.kind == "remote":
-            self.objfiles()
-            return ([self._region_warning] if self._region_warning else []) + self._file_notes
-        return []
+        self.objfiles()
+        return ([self._region_warning] if self._region_warning else []) + self._file_notes
 
     # --- program state --------------------------------------------------------------------
     def frames(self, max_frames: int = 64, variables: bool = True, registers: bool = False):

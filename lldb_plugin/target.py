@@ -20,6 +20,7 @@ import lldb  # noqa: F401  (only the adapters import lldb)
 from common.elfcore import CoreFile
 from common.localmem import LocalMemory
 from common.objfiles import objfiles_from_regions
+from common.remotefiles import namespace_copies
 from common.target import ObjFile, ReadError, Region, StructLayout, Target, TargetError, ThreadInfo
 from common.threadptr import thread_pointers
 
@@ -60,6 +61,7 @@ class LldbTarget(LocalMemory, Target):
                 self._mem = self._open_mem()
         self._regions: Optional[List[Region]] = None
         self._objs: Optional[List[ObjFile]] = None
+        self._file_notes: List[str] = []       # files read through a container's /proc/PID/root
         self._threads: Optional[List[ThreadInfo]] = None
         self._program: Optional[P.Program] = None
 
@@ -210,7 +212,10 @@ class LldbTarget(LocalMemory, Target):
 
     def objfiles(self) -> List[ObjFile]:
         if self._objs is None:
-            self._objs = objfiles_from_regions(self.regions())
+            regions = self.regions()
+            if self.kind == "live":       # a process in a container: its files through /proc/PID/root
+                self._file_notes = namespace_copies(self.pid, {r.path for r in regions if r.offset == 0})
+            self._objs = objfiles_from_regions(regions)
         return self._objs
 
     def _module_matches(self, mod, hint: str) -> bool:
@@ -272,7 +277,10 @@ class LldbTarget(LocalMemory, Target):
             return None
 
     def warnings(self):
-        return self.core.warnings if self.core is not None else []
+        if self.core is not None:
+            return self.core.warnings
+        self.objfiles()
+        return list(self._file_notes)
 
     # --- program state --------------------------------------------------------------------
     @property

@@ -75,3 +75,24 @@ def test_lldb_live_states_match_the_program(alloc):
     assert not bad, bad[:10]
     cached = {run.infos[a].get("tid") for a in t.freed if run.infos[a].get("state") == "cached"}
     assert cached and cached <= set(t.threads), (cached, t.threads)
+
+
+def test_lldb_reads_a_contained_process_files_through_proc_root(tmp_path):
+    """lldb attached to a process in another mount namespace (a container) whose jemalloc lives
+    at a path that is empty here: heaplens reads it through /proc/PID/root."""
+    from test_remote import NAMESPACES, Contained
+    if NAMESPACES.args[0]:
+        pytest.skip(NAMESPACES.kwargs["reason"])
+    import json
+    import subprocess
+    from test_lldb import lldb_cmd, lldb_env
+    c = Contained(tmp_path)
+    try:
+        out = tmp_path / "check.json"
+        p = subprocess.run(lldb_cmd(f"process attach --pid {c.proc.pid}", f"heap-check --json {out}",
+                                    "process detach"), env=lldb_env(), capture_output=True, text=True, timeout=300)
+        assert "Traceback" not in p.stdout + p.stderr
+        rep = json.load(open(out))
+        c.check_report(rep, p.stdout, f"{c.there}/libjemalloc.so.2 is read through /proc/{c.proc.pid}/root")
+    finally:
+        c.stop()

@@ -46,6 +46,23 @@ def _end(gs):
     gs.stderr.close()
 
 
+def _gdbserver_attach(pid: int, prefix=()):
+    """`gdbserver --once --attach PID` on a free loopback port (run through `prefix`, e.g.
+    nsenter): (process, 'HOST:PORT')."""
+    gs = subprocess.Popen([*prefix, "gdbserver", "--once", "--attach", "127.0.0.1:0", str(pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = gs.stderr.readline()
+        if line.startswith("Listening on port"):
+            return gs, f"127.0.0.1:{int(line.split()[-1])}"
+        if not line and gs.poll() is not None:
+            break
+    gs.kill()
+    _end(gs)
+    raise AssertionError("gdbserver did not start listening")
+
+
 class Waiting:
     """remote_heap started with HEAPLENS_WAIT: sleeping at its checkpoint until killed."""
 
@@ -67,18 +84,7 @@ class Waiting:
 
     def gdbserver(self):
         """`gdbserver --once --attach` on a free loopback port: (process, 'HOST:PORT')."""
-        gs = subprocess.Popen(["gdbserver", "--once", "--attach", "127.0.0.1:0", str(self.pid)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = gs.stderr.readline()
-            if line.startswith("Listening on port"):
-                return gs, f"127.0.0.1:{int(line.split()[-1])}"
-            if not line and gs.poll() is not None:
-                break
-        gs.kill()
-        _end(gs)
-        raise AssertionError("gdbserver did not start listening")
+        return _gdbserver_attach(self.pid)
 
     def stop(self):
         self.proc.kill()
@@ -419,64 +425,72 @@ def test_range_cache_serves_reads_and_fetches_each_byte_once():
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("nsenter") is None or os.geteuid() != 0
-                    or not os.path.exists(JEMALLOC), reason="needs root, unshare/nsenter and libjemalloc2")
-def test_files_only_the_target_has_are_fetched(tmp_path):
-    """Another machine, as far as files go: the program and its gdbserver run in a private mount
-    namespace where jemalloc is loaded from a directory that is empty here. heaplens must fetch
-    the library over the remote protocol (gdb's `remote get`), say so, and walk jemalloc's heap
-    with the copy; without it the allocator could not even be identified."""
-    exe = build("remote_heap", extra=("-DTRUTH_ANY_ALLOCATOR",))      # no glibc headers under jemalloc
-    there = tmp_path / "only-on-the-target"
-    there.mkdir()
-    truth_path = tmp_path / "truth.txt"
-    cache = tmp_path / "cache"
-    script = (f"mount -t tmpfs none {there} && cp {JEMALLOC} {there}/ && "
-              f"HEAPLENS_WAIT=1 HEAPLENS_TRUTH={truth_path} LD_PRELOAD={there}/libjemalloc.so.2 exec {exe}")
-    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    gs = None
+NAMESPACES = pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("nsenter") is None
+                                or os.geteuid() != 0 or not os.path.exists(JEMALLOC),
+                                reason="needs root, unshare/nsenter and libjemalloc2")
+
+
+class Contained:
+    """remote_heap in a private mount namespace, with jemalloc loaded from a directory that is
+    empty outside it: as far as files go, another machine (or a container)."""
+
+    def __init__(self, tmp_path):
+        self.exe = build("remote_heap", extra=("-DTRUTH_ANY_ALLOCATOR",))   # no glibc headers under jemalloc
+        self.there = tmp_path / "only-on-the-target"
+        self.there.mkdir()
+        self.truth_path = tmp_path / "truth.txt"
+        script = (f"mount -t tmpfs none {self.there} && cp {JEMALLOC} {self.there}/ && HEAPLENS_WAIT=1 "
+                  f"HEAPLENS_TRUTH={self.truth_path} LD_PRELOAD={self.there}/libjemalloc.so.2 exec {self.exe}")
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert self.proc.stdout.readline() == b"ready\n", "the program did not reach its checkpoint"
+        assert not os.listdir(self.there), "the namespace leaked: the library is visible here"
+
+    def gdbserver(self):
+        """gdbserver --attach inside the program's namespace (it serves the program's files)."""
+        return _gdbserver_attach(self.proc.pid, ["nsenter", "-t", str(self.proc.pid), "-m"])
+
+    def check_report(self, rep, text, note):
+        assert rep is not None, text
+        assert rep["allocator"] == "jemalloc", rep.get("notes")
+        assert any(note in n for n in rep["notes"]), rep["notes"]
+        assert rep["summary"][0]["layout"].startswith("built-in table for jemalloc 5.3.0")
+        truth = read_truth(str(self.truth_path))
+        dbl = [a for kind, a in truth.expect if kind == "double-free"]
+        found = {f["address"] for f in rep["findings"] if f["kind"] == "double-free"}
+        assert dbl and set(dbl) <= found, (dbl, found)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+@NAMESPACES
+def test_files_only_the_target_has_are_fetched(tmp_path, monkeypatch):
+    """heaplens must fetch the library over the remote protocol (gdb's `remote get`), say so, and
+    walk jemalloc's heap with the copy; without it the allocator could not even be identified."""
+    c = Contained(tmp_path)
+    monkeypatch.setenv("HEAPLENS_CACHE_DIR", str(tmp_path / "cache" / "maps"))    # gdb inherits it
     try:
-        assert proc.stdout.readline() == b"ready\n", "the program did not reach its checkpoint"
-        assert not os.listdir(there), "the namespace leaked: the library is visible here"
-        gs = subprocess.Popen(["nsenter", "-t", str(proc.pid), "-m", "gdbserver", "--once", "--attach",
-                               "127.0.0.1:0", str(proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-        addr = None
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and addr is None:
-            line = gs.stderr.readline()
-            if line.startswith("Listening on port"):
-                addr = f"127.0.0.1:{int(line.split()[-1])}"
-            elif not line and gs.poll() is not None:
-                break
-        assert addr, "gdbserver did not start listening"
-        env_before = os.environ.get("HEAPLENS_CACHE_DIR")
-        os.environ["HEAPLENS_CACHE_DIR"] = str(cache / "maps")          # gdb inherits it: a fresh cache
+        gs, addr = c.gdbserver()
         try:
-            rep, text, status = run_remote("heap-check", [], gdb_remote=addr, exe=exe, timeout=TIMEOUT)
+            rep, text, _ = run_remote("heap-check", [], gdb_remote=addr, exe=c.exe, timeout=TIMEOUT)
         finally:
-            if env_before is None:
-                os.environ.pop("HEAPLENS_CACHE_DIR")
-            else:
-                os.environ["HEAPLENS_CACHE_DIR"] = env_before
-        _end(gs)
-        gs = None
-    finally:
-        if gs is not None:
-            gs.kill()
             _end(gs)
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-    assert rep is not None, text
-    assert rep["allocator"] == "jemalloc", rep.get("notes")
-    fetched = [n for n in rep["notes"] if "fetched from the target" in n]
-    assert fetched and f"{there}/libjemalloc.so.2 is not on this machine" in fetched[0], rep["notes"]
-    assert rep["summary"][0]["layout"].startswith("built-in table for jemalloc 5.3.0")
-    copies = [os.path.join(d, f) for d, _, fs in os.walk(cache / "remote-files") for f in fs]
+        c.check_report(rep, text, f"{c.there}/libjemalloc.so.2 is not on this machine: fetched from the target")
+    finally:
+        c.stop()
+    copies = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "cache" / "remote-files") for f in fs]
     assert len(copies) == 1 and open(copies[0], "rb").read() == open(JEMALLOC, "rb").read()
-    truth = read_truth(str(truth_path))
-    dbl = [a for kind, a in truth.expect if kind == "double-free"]
-    found = {f["address"] for f in rep["findings"] if f["kind"] == "double-free"}
-    assert dbl and set(dbl) <= found, (dbl, found)
+
+
+@NAMESPACES
+def test_a_contained_process_files_are_read_through_proc_root(tmp_path):
+    """--pid on a process in a container: its files are read through /proc/PID/root."""
+    c = Contained(tmp_path)
+    try:
+        rep, text, _ = run_remote("heap-check", [], pid=c.proc.pid, timeout=TIMEOUT)
+        c.check_report(rep, text, f"{c.there}/libjemalloc.so.2 is read through /proc/{c.proc.pid}/root")
+    finally:
+        c.stop()
