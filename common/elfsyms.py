@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import bisect
 import functools
-import os
 import struct
 from typing import List, Optional, Tuple
 
 import numpy as np
+
+from .elfinfo import file_version
 
 SHT_SYMTAB, SHT_DYNSYM, SHT_NOBITS = 2, 11, 8
 STT_OBJECT, STT_FUNC, STT_TLS, STT_GNU_IFUNC = 1, 2, 6, 10
@@ -145,8 +146,5 @@ def _cached(path: str, mtime: float, size: int) -> ElfSymbols:
 
 def symbols(path: str) -> Optional[ElfSymbols]:
     """The symbols of `path`, cached per file version; None when the file cannot be read."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return _cached(path, st.st_mtime, st.st_size)
+    key = file_version(path)
+    return _cached(*key) if key is not None else None

@@ -22,10 +22,17 @@ FetchFn = Callable[[str, str], Optional[str]]      # (target path, local dest) -
 
 
 def _build_id(path: str) -> Optional[str]:
+    """The build-id of the file at `path` itself (not a registered copy), or None."""
     try:
-        return ElfInfo(path).build_id
+        info = ElfInfo(path)
     except Exception:        # missing, unreadable or not ELF: as good as missing
         return None
+    try:
+        return info.build_id
+    except Exception:
+        return None
+    finally:
+        info.close()
 
 
 def copies_dir() -> str:

@@ -23,6 +23,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from .elfinfo import file_version
+from .maps.decode import die_ranges
+
 MAX_CU_DIES = 400_000            # DIEs of one unit walked at most
 MAX_DEPTH = 64                   # nesting of inlined calls / blocks followed
 MAX_DISK_ENTRIES = 20_000        # pcs kept per build-id on disk
@@ -558,33 +561,12 @@ def _entry(dwarf, die) -> Optional[int]:
 
 
 def _ranges(dwarf, die, cu) -> List[Tuple[int, int]]:
-    a = die.attributes
-    lo = a.get("DW_AT_low_pc")
-    hi = a.get("DW_AT_high_pc")
-    if lo is not None and hi is not None and isinstance(lo.value, int) and isinstance(hi.value, int):
-        h = hi.value if hi.form.startswith("DW_FORM_addr") else lo.value + hi.value
-        return [(lo.value, h)] if h > lo.value else []
-    r = a.get("DW_AT_ranges")
-    if r is None:
-        return []
+    if "DW_AT_ranges" not in die.attributes:
+        return die_ranges(die, None, 0, cu)
     try:
-        rl = dwarf.range_lists()
-        if rl is None:
-            return []
-        top = cu.get_top_DIE()
-        base_attr = top.attributes.get("DW_AT_low_pc")
+        base_attr = cu.get_top_DIE().attributes.get("DW_AT_low_pc")
         base = base_attr.value if base_attr is not None and isinstance(base_attr.value, int) else 0
-        out = []
-        if r.form == "DW_FORM_rnglistx":
-            return []                              # split-DWARF index form: not followed
-        for e in rl.get_range_list_at_offset(r.value, cu=cu):
-            if hasattr(e, "base_address"):
-                base = e.base_address
-            elif e.is_absolute:
-                out.append((e.begin_offset, e.end_offset))
-            else:
-                out.append((base + e.begin_offset, base + e.end_offset))
-        return [(x, y) for x, y in out if y > x]
+        return die_ranges(die, dwarf.range_lists(), base, cu)
     except Exception:                              # unreadable range list: no ranges known
         return []
 
@@ -648,11 +630,9 @@ _infos: Dict[Tuple[str, float, int], SourceInfo] = {}
 
 
 def source_info(path: str, build_id: Optional[str] = None) -> Optional[SourceInfo]:
-    try:
-        st = os.stat(path)
-    except OSError:
+    key = file_version(path)
+    if key is None:
         return None
-    key = (path, st.st_mtime, st.st_size)
     si = _infos.get(key)
     if si is None:
         if len(_infos) > 64:

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import bisect
 import io
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .elfinfo import file_version
 from .maps import exprs
 
 M64 = (1 << 64) - 1
@@ -233,11 +233,9 @@ _tables: Dict[Tuple[str, float, int], CfiTable] = {}
 
 def cfi_table(path: str, debug_path: Optional[str] = None) -> Optional[CfiTable]:
     """The CfiTable of a file, made once per file version per process."""
-    try:
-        st = os.stat(path)
-    except OSError:
+    key = file_version(path)
+    if key is None:
         return None
-    key = (path, st.st_mtime, st.st_size)
     t = _tables.get(key)
     if t is None:
         if len(_tables) > 256:

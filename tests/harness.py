@@ -40,6 +40,17 @@ def build(name: str, opt: str = "-O0", src_dir: str = PROGRAMS, extra=()) -> str
     return exe
 
 
+def misclassified_live(run) -> list:
+    """The truth file's live pointers that info alloc does not call allocated at their own
+    address with at least the requested size (one rule for every allocator's tests)."""
+    bad = []
+    for addr, size in run.truth.live.items():
+        i = run.infos[addr]
+        if i.get("state") != "allocated" or i.get("user_start") != addr or (i.get("size") or 0) < size:
+            bad.append(("live", hex(addr), size, i.get("state"), i.get("user_start"), i.get("size")))
+    return bad
+
+
 @dataclass
 class Run:
     check: dict

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from harness import GDBINIT, build, gdb_cmd, run_core, run_live
+from harness import GDBINIT, build, gdb_cmd, misclassified_live, run_core, run_live
 
 pytestmark = pytest.mark.gdb
 
@@ -44,11 +44,7 @@ def assert_truth(run, skip_live_after=None):
     """Every recorded pointer has the state the program says it has."""
     t = run.truth
     assert t is not None
-    bad = []
-    for addr, size in t.live.items():
-        i = run.infos[addr]
-        if i.get("state") != "allocated" or i.get("user_start") != addr or i.get("size", 0) < size:
-            bad.append(("live", hex(addr), size, i.get("state"), i.get("user_start"), i.get("size")))
+    bad = misclassified_live(run)
     for addr, size in t.freed.items():
         i = run.infos[addr]
         if i.get("state") not in ("free", "cached") or i.get("user_start") != addr:

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from harness import PROGRAMS, build, gdb_cmd, run_core, run_live
+from harness import PROGRAMS, build, gdb_cmd, misclassified_live, run_core, run_live
 
 LIB = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 DEBIAN_BUILD_ID = "1d5163c246dc9cd2b4d339f2ac42efd95c6e0ae1"
@@ -80,11 +80,7 @@ def assert_truth(run, extra):
     """Every recorded pointer has the state the program says; a cached one is in the cache of
     the thread that freed it."""
     t = run.truth
-    bad = []
-    for addr, size in t.live.items():
-        i = run.infos[addr]
-        if i.get("state") != "allocated" or i.get("user_start") != addr or (i.get("size") or 0) < size:
-            bad.append(("live", hex(addr), size, i.get("state"), i.get("user_start"), i.get("size")))
+    bad = misclassified_live(run)
     for addr, size in t.freed.items():
         i = run.infos[addr]
         st, b = i.get("state"), i.get("bin") or ""

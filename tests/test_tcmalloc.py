@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from harness import RUNS, build, gdb_cmd, run_core, run_live
+from harness import RUNS, build, gdb_cmd, misclassified_live, run_core, run_live
 
 pytestmark = pytest.mark.gdb
 
@@ -63,11 +63,7 @@ def assert_truth(run):
     cached at its own address, or lies in a free page run (its span went back to the page heap)."""
     t = run.truth
     assert t is not None and (t.live or t.freed)
-    bad = []
-    for addr, size in t.live.items():
-        i = run.infos[addr]
-        if i.get("state") != "allocated" or i.get("user_start") != addr or i.get("size", 0) < size:
-            bad.append(("live", hex(addr), size, i.get("state"), i.get("user_start"), i.get("size")))
+    bad = misclassified_live(run)
     for addr, size in t.freed.items():
         i = run.infos[addr]
         if not (i.get("state") in ("free", "cached") and i.get("user_start") == addr or in_page_run(i)):

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..elfinfo import R_X86_64_TPOFF64, ElfInfo, elf_info
+from ..elfinfo import R_X86_64_TPOFF64, ElfInfo, elf_info, file_version
 from ..memcache import CachedReader
 from ..objfiles import debug_file_for
 from ..target import ObjFile, Target
@@ -100,11 +100,8 @@ def _version_in(path: str, mtime: float, size: int) -> Optional[str]:
 
 
 def version_in(path: str) -> Optional[str]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return _version_in(path, st.st_mtime, st.st_size)
+    key = file_version(path)
+    return _version_in(*key) if key is not None else None
 
 
 def _static_without_symbols(target: Target) -> Optional[str]:

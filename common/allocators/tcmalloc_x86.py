@@ -16,6 +16,8 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, Optional, Tuple
 
+from ..elfsyms import symbols
+
 R_X86_64_GLOB_DAT = 6
 R_X86_64_JUMP_SLOT = 7
 LEA_BACK = 48           # bytes before a call searched for the lea that loads rdi
@@ -34,7 +36,6 @@ class CodeReader:
         self._names: Dict[int, Optional[str]] = {}
         self._data: Dict[int, bytes] = {}
         self._slots: Optional[Dict[int, int]] = None
-        self._by_value: Optional[Dict[int, str]] = None
         self._plt = [(s["sh_addr"], s["sh_addr"] + s["sh_size"], s) for s in info.elf.iter_sections()
                      if s.name.startswith(".plt")]
         self._dynsym = info.elf.get_section_by_name(".dynsym")
@@ -87,12 +88,10 @@ class CodeReader:
                 idx = self._slot_symbols().get(slot)
                 if idx is not None and self._dynsym is not None:
                     name = self._dynsym.get_symbol(idx).name
-        else:
-            if self._by_value is None:
-                self._by_value = {}
-                for n, v in self.info._symbols.items():
-                    self._by_value.setdefault(v, n)
-            name = self._by_value.get(target)
+        else:                                                     # a direct call: the symbol there
+            syms = symbols(self.info.path)
+            hit = syms.function_at(target) if syms is not None else None
+            name = hit[0] if hit is not None and hit[1] == target else None
         self._names[target] = name
         return name
 

@@ -378,25 +378,7 @@ class Decoder:
 
     # --- locations --------------------------------------------------------------------------
     def ranges(self, die) -> List[Tuple[int, int]]:
-        a = die.attributes
-        lo = a.get("DW_AT_low_pc")
-        hi = a.get("DW_AT_high_pc")
-        if lo is not None and hi is not None and isinstance(lo.value, int) and isinstance(hi.value, int):
-            h = hi.value if hi.form.startswith("DW_FORM_addr") else lo.value + hi.value
-            return [(lo.value, h)] if h > lo.value else []
-        r = a.get("DW_AT_ranges")
-        if r is None or self.rl is None:
-            return []
-        out = []
-        base = self.base
-        for e in self.rl.get_range_list_at_offset(r.value, cu=self.cur_cu):
-            if hasattr(e, "base_address"):
-                base = e.base_address
-            elif e.is_absolute:
-                out.append((e.begin_offset, e.end_offset))
-            else:
-                out.append((base + e.begin_offset, base + e.end_offset))
-        return [(x, y) for x, y in out if y > x]
+        return die_ranges(die, self.rl, self.base, self.cur_cu)
 
     def location(self, attr, die) -> Tuple[int, int]:
         """(lkind, payload) for a DW_AT_location / DW_AT_frame_base attribute."""
@@ -862,3 +844,27 @@ def decode_cfa(dwarf) -> Tuple[Dict[str, list], int]:
     rows.sort()
     return {"cf_lo": [r[0] for r in rows], "cf_hi": [r[1] for r in rows], "cf_reg": [r[2] for r in rows],
             "cf_off": [r[3] for r in rows]}, failed
+
+
+def die_ranges(die, rl, base: int, cu) -> List[Tuple[int, int]]:
+    """A DIE's address ranges: DW_AT_low_pc/high_pc, else its DW_AT_ranges list read through
+    `rl` (the file's range lists; base = its CU's DW_AT_low_pc). The split-DWARF index form
+    (rnglistx) is not followed."""
+    a = die.attributes
+    lo = a.get("DW_AT_low_pc")
+    hi = a.get("DW_AT_high_pc")
+    if lo is not None and hi is not None and isinstance(lo.value, int) and isinstance(hi.value, int):
+        h = hi.value if hi.form.startswith("DW_FORM_addr") else lo.value + hi.value
+        return [(lo.value, h)] if h > lo.value else []
+    r = a.get("DW_AT_ranges")
+    if r is None or rl is None or r.form == "DW_FORM_rnglistx":
+        return []
+    out = []
+    for e in rl.get_range_list_at_offset(r.value, cu=cu):
+        if hasattr(e, "base_address"):
+            base = e.base_address
+        elif e.is_absolute:
+            out.append((e.begin_offset, e.end_offset))
+        else:
+            out.append((base + e.begin_offset, base + e.end_offset))
+    return [(x, y) for x, y in out if y > x]
